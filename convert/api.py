@@ -1,0 +1,407 @@
+"""The conversion pipeline: discover, probe and plan, decode in parallel, pack shards, index.
+
+One writer packs the ordered per-video results into shards of at most ``shard_size``
+bytes, so shard boundaries depend on the input alone. After each shard a done-marker
+records the resume cursor; a run started again with the same arguments keeps the finished
+shards and continues from the cursor. The index is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .engine import WorkerCrashed, make_engine
+from .layout import DatasetLayout, discover
+from .options import ConvertOptions, load_config
+from .plan import Plan, make_plan, probe_entry
+from .report import EXIT_STRICT, ConvertReport, VideoRecord, human_bytes
+from .schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INDEX_NAME,
+    OFFSETS_NAME,
+    REPORT_NAME,
+    dumps_json,
+    encode_npy,
+)
+from .storage import Location, redact
+from .worker import VideoResult, VideoTask, convert_video
+from .writer import TAR_END, ShardInfo, ShardWriter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["convert", "ConversionError", "StrictModeError"]
+
+PROGRESS_DIR = "_progress"
+SPOOL_DIR = "_spool"
+
+
+class ConversionError(RuntimeError):
+    exit_code = 1
+
+
+class StrictModeError(ConversionError):
+    """``strict=True`` and some video could not be converted."""
+
+    exit_code = EXIT_STRICT
+
+    def __init__(self, message: str, report: ConvertReport):
+        super().__init__(message)
+        self.report = report
+
+
+def convert(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    options: Optional[ConvertOptions] = None,
+    config: Optional[str | os.PathLike] = None,
+    engine: str = "local",
+    ray_address: Optional[str] = None,
+    storage_options: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+    **option_values: Any,
+) -> ConvertReport:
+    """Convert ``root/<split>/<class>/<video>`` into clip shards under ``out/<split>/``.
+
+    Options come from ``options``, else from ``config`` (a TOML preset) updated with
+    ``option_values`` (the fields of :class:`ConvertOptions`, e.g. ``frames_per_clip=16``).
+    Returns the :class:`ConvertReport`; skipped videos are listed there, not raised.
+    """
+    opts = _resolve_options(options, config, option_values)
+    started = time.perf_counter()
+    layout = discover(root, opts.split, opts.extensions)
+    base = Location(out, storage_options)
+    loc = base.child(opts.split)
+    logger.info(
+        "converting %s (%d classes, %d videos) to %s [storage options %s]",
+        os.path.join(os.fspath(root), opts.split), len(layout.classes), len(layout.videos), loc.url,
+        redact(storage_options),
+    )
+    fingerprint = _fingerprint(layout, opts)
+    existing = _read_json(loc, INDEX_NAME)
+    if existing is not None and not opts.dry_run:
+        if existing.get("fingerprint") == fingerprint:
+            logger.info("%s already holds this conversion (same input and options); nothing to do", loc.url)
+            report_json = _read_json(loc, REPORT_NAME) or {}
+            return _report_from_index(existing, report_json, loc.url, opts.split)
+        if not overwrite:
+            raise ConversionError(
+                f"{loc.url} already holds a conversion of other input or options; "
+                "choose another OUT or pass overwrite=True (--overwrite)"
+            )
+        _clear(loc)
+
+    with make_engine(engine, opts.resolved_workers, ray_address) as eng:
+        probes = list(
+            tqdm(
+                eng.map_ordered(probe_entry, layout.videos, window=4 * eng.workers),
+                total=len(layout.videos), desc="probe", unit="video", disable=not opts.progress, leave=False,
+            )
+        )
+        plan = make_plan([p for p in probes if not isinstance(p, WorkerCrashed)], opts)
+        for p, e in zip(probes, layout.videos):
+            if isinstance(p, WorkerCrashed):
+                plan.unreadable[e.index] = "probe crashed"
+        logger.info(plan.describe(opts))
+        report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json())
+        if opts.dry_run:
+            report.dry_run = True
+            report.videos = [_record(e) for e in layout.videos]
+            for r in report.videos:
+                if r.index in plan.unreadable:
+                    r.status, r.reason = "skipped", plan.unreadable[r.index]
+            report.seconds = time.perf_counter() - started
+            return report
+        if opts.strict and plan.unreadable:
+            report.videos = [_record(e) for e in layout.videos]
+            for r in report.videos:
+                if r.index in plan.unreadable:
+                    r.status, r.reason = "skipped", plan.unreadable[r.index]
+            raise StrictModeError(
+                f"strict: {len(plan.unreadable)} unreadable videos, nothing written "
+                f"(first: {layout.videos[next(iter(plan.unreadable))].relpath}: {next(iter(plan.unreadable.values()))})",
+                report,
+            )
+        if existing is not None and overwrite:
+            _clear(loc)
+        run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report)
+        run.execute()
+    report.seconds = time.perf_counter() - started
+    logger.info(report.summary())
+    return report
+
+
+def _resolve_options(options: Optional[ConvertOptions], config: Any, values: Mapping[str, Any]) -> ConvertOptions:
+    if options is not None:
+        if config is not None or values:
+            raise ValueError("give either options=ConvertOptions(...) or config/keyword options, not both")
+        return options
+    merged: dict[str, Any] = load_config(config) if config is not None else {}
+    merged.update({k: v for k, v in values.items() if v is not None})
+    if "frames_per_clip" not in merged:
+        raise ValueError("frames_per_clip is required (e.g. frames_per_clip=16, or --frames-per-clip 16)")
+    try:
+        return ConvertOptions(**merged)
+    except TypeError as exc:
+        raise ValueError(f"unknown option: {exc}") from exc
+
+
+def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
+    desc = {
+        "options": opts.output_options(),
+        "classes": list(layout.classes),
+        "videos": [[v.relpath, v.size] for v in layout.videos],
+    }
+    return hashlib.sha256(dumps_json(desc)).hexdigest()
+
+
+def _record(e) -> VideoRecord:
+    return VideoRecord(index=e.index, path=e.relpath, label=e.label)
+
+
+def _read_json(loc: Location, name: str) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(loc.read_bytes(name))
+    except (FileNotFoundError, OSError):
+        return None
+    except ValueError:
+        logger.warning("%s is not valid JSON; ignoring it", loc.join_url(name))
+        return None
+
+
+def _clear(loc: Location) -> None:
+    for name in loc.listdir():
+        if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME, OFFSETS_NAME):
+            loc.remove(name)
+    for name in loc.listdir(PROGRESS_DIR):
+        loc.remove(f"{PROGRESS_DIR}/{name}")
+
+
+def _report_from_index(index: dict[str, Any], report_json: dict[str, Any], url: str, split: str) -> ConvertReport:
+    report = ConvertReport(out=url, split=split, plan=report_json.get("plan"))
+    report.videos = [VideoRecord.from_json(v) for v in index["videos"]]
+    report.shards = list(index["shards"])
+    report.clips = int(index["counts"]["clips"])
+    report.bytes = int(index["counts"]["bytes"])
+    report.resumed_shards = len(report.shards)
+    return report
+
+
+class _Run:
+    """State of one conversion: the current shard, the cursor and the finished records."""
+
+    def __init__(self, layout, opts, loc, eng, plan: Plan, fingerprint: str, engine_name: str, report: ConvertReport):
+        self.layout, self.opts, self.loc, self.eng, self.plan = layout, opts, loc, eng, plan
+        self.fingerprint = fingerprint
+        self.engine_name = engine_name
+        self.report = report
+        self.records: dict[int, VideoRecord] = {}
+        self.unmarked: list[int] = []  # finished videos not yet in a done-marker
+        self.shards: list[ShardInfo] = []
+        self.shard_first: list[int] = []
+        self.writer: Optional[ShardWriter] = None
+        self.global_clips = 0
+        self.bytes = 0
+
+    # -- resume --------------------------------------------------------------------------
+    def _resume(self) -> tuple[int, int]:
+        """Load done-markers of complete shards; return the cursor (video, clip)."""
+        names = [n for n in self.loc.listdir(PROGRESS_DIR) if n.endswith(".json")]
+        cursor = (0, 0)
+        for i in range(len(names)):
+            marker = _read_json(self.loc, f"{PROGRESS_DIR}/{self.shard_name(i)}.json")
+            if marker is None or marker.get("fingerprint") != self.fingerprint:
+                break
+            info = marker["shard"]
+            if self.loc.size(info["name"]) != info["bytes"]:
+                break
+            shard = ShardInfo(index=i, name=info["name"], clips=info["clips"], bytes=info["bytes"], sha256=info["sha256"])
+            shard.offsets = [tuple(o) for o in marker["offsets"]]
+            self.shards.append(shard)
+            self.shard_first.append(self.global_clips)
+            self.global_clips += shard.clips
+            self.bytes += shard.bytes
+            for rec in marker["videos"]:
+                r = VideoRecord.from_json(rec)
+                self.records[r.index] = r
+            cursor = tuple(marker["next"])
+        stale = [n for n in names if n not in {f"{s.name}.json" for s in self.shards}]
+        for n in stale:
+            self.loc.remove(f"{PROGRESS_DIR}/{n}")
+        if self.shards:
+            logger.info("resuming: %d complete shards kept, continuing at video %d clip %d", len(self.shards), *cursor)
+        self.report.resumed_shards = len(self.shards)
+        return cursor  # type: ignore[return-value]
+
+    def shard_name(self, i: int) -> str:
+        from .schema import shard_name
+
+        return shard_name(self.opts.split, i)
+
+    # -- shards --------------------------------------------------------------------------
+    def _add_sample(self, data: bytes, cursor: tuple[int, int]) -> None:
+        if self.writer is not None and self.writer.info.clips and self.writer.size + len(data) + len(TAR_END) > self.opts.shard_size:
+            self._finish_shard(next_cursor=cursor)
+        if self.writer is None:
+            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards))
+            self.shard_first.append(self.global_clips)
+        self.writer.add(data)
+        self.global_clips += 1
+
+    def _finish_shard(self, next_cursor: tuple[int, int]) -> None:
+        assert self.writer is not None
+        info = self.writer.close()
+        self.writer = None
+        self.shards.append(info)
+        self.bytes += info.bytes
+        marker = {
+            "fingerprint": self.fingerprint,
+            "shard": info.to_json(),
+            "offsets": info.offsets,
+            "next": list(next_cursor),
+            "videos": [self.records[i].to_json() for i in self.unmarked],
+        }
+        self.unmarked = []
+        self.loc.write_bytes_atomic(f"{PROGRESS_DIR}/{info.name}.json", dumps_json(marker))
+
+    # -- main loop -----------------------------------------------------------------------
+    def execute(self) -> None:
+        opts, layout = self.opts, self.layout
+        start_video, start_clip = self._resume()
+        if self.engine_name == "local":
+            spool_dir = tempfile.mkdtemp(prefix="clipshards-spool-")
+            spool_url = spool_dir
+        else:
+            spool_dir = None
+            spool_url = self.loc.join_url(SPOOL_DIR)
+        storage_options = None if spool_dir else self.loc.storage_options
+        spool = Location(spool_url, storage_options)
+        spool.makedirs()
+        todo = [e for e in layout.videos[start_video:]]
+        bar = tqdm(
+            total=len(layout.videos), initial=start_video, desc=f"convert {opts.split}", unit="video",
+            disable=not opts.progress, dynamic_ncols=True,
+        )
+        first_clip_of = {start_video: self.global_clips - start_clip} if start_clip else {}
+
+        def tasks() -> Iterator[VideoTask]:
+            for e in todo:
+                if e.index in self.plan.unreadable:
+                    continue
+                yield VideoTask(e, opts, spool_url, storage_options, start_clip if e.index == start_video else 0)
+
+        results = self.eng.map_ordered(convert_video, tasks())
+        try:
+            for e in todo:
+                rec = self.records.get(e.index) or _record(e)
+                self.records[e.index] = rec
+                rec.first_clip = first_clip_of.get(e.index, self.global_clips)
+                if e.index in self.plan.unreadable:
+                    rec.status, rec.reason = "skipped", self.plan.unreadable[e.index]
+                else:
+                    res = next(results)
+                    if isinstance(res, WorkerCrashed):
+                        res = VideoResult(e.index, ok=False, reason=f"decoder crashed: {res}")
+                    self._consume(e, rec, res, spool, start_clip if e.index == start_video else 0)
+                if rec.status != "ok":
+                    logger.warning("skipped %s: %s", e.relpath, rec.reason)
+                    if opts.strict:
+                        raise StrictModeError(f"strict: {e.relpath}: {rec.reason}", self.report)
+                self.unmarked.append(e.index)
+                bar.update(1)
+                bar.set_postfix_str(f"{self.global_clips} clips, {human_bytes(self.bytes + (self.writer.size if self.writer else 0))}")
+            if self.writer is not None:
+                self._finish_shard(next_cursor=(len(layout.videos), 0))
+            elif self.unmarked and self.shards:
+                pass  # their records are carried into the index below
+            self._write_index()
+        except BaseException:
+            if self.writer is not None:
+                self.writer.abort()
+            raise
+        finally:
+            bar.close()
+            close = getattr(results, "close", None)
+            if close:
+                close()
+            if spool_dir:
+                shutil.rmtree(spool_dir, ignore_errors=True)
+
+    def _consume(self, e, rec: VideoRecord, res: VideoResult, spool: Location, skip: int) -> None:
+        info = res.info
+        if info is not None:
+            rec.frames, rec.fps, rec.width, rec.height = info.num_frames, info.fps, info.width, info.height
+            rec.sample_rate = info.sample_rate
+            rec.warning = info.audio_error
+        if not res.ok:
+            rec.status, rec.reason = "skipped", res.reason
+            return
+        rec.status, rec.clips = "ok", res.clips
+        try:
+            with spool.fs.open(spool.path(res.spool_name), "rb") as fh:
+                for j, size in enumerate(res.sample_sizes):
+                    data = fh.read(size)
+                    if len(data) != size:
+                        raise ConversionError(f"spool of {e.relpath} is short ({len(data)} of {size} bytes)")
+                    self._add_sample(data, (e.index, skip + j))
+        finally:
+            spool.remove(res.spool_name)
+
+    def _write_index(self) -> None:
+        opts, layout = self.opts, self.layout
+        offsets = np.zeros((self.global_clips, 2), dtype=np.int64)
+        g = 0
+        for s in self.shards:
+            if s.offsets:
+                offsets[g : g + s.clips] = np.asarray(s.offsets, dtype=np.int64)
+            g += s.clips
+        offsets_bytes = encode_npy(offsets)
+        self.loc.write_bytes_atomic(OFFSETS_NAME, offsets_bytes)
+        videos = [self.records[e.index] for e in layout.videos]
+        shards = []
+        first = 0
+        for s in self.shards:
+            shards.append({**s.to_json(), "first_clip": first})
+            first += s.clips
+        counts = {
+            "videos": len(videos),
+            "videos_ok": sum(v.status == "ok" for v in videos),
+            "videos_skipped": sum(v.status != "ok" for v in videos),
+            "clips": self.global_clips,
+            "shards": len(shards),
+            "bytes": self.bytes,
+        }
+        index = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "split": opts.split,
+            "fingerprint": self.fingerprint,
+            "options": opts.output_options(),
+            "classes": list(layout.classes),
+            "counts": counts,
+            "offsets": {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), "sha256": hashlib.sha256(offsets_bytes).hexdigest()},
+            "shards": shards,
+            "videos": [v.to_json() for v in videos],
+        }
+        rep = self.report
+        rep.videos, rep.shards, rep.clips, rep.bytes = videos, shards, self.global_clips, self.bytes
+        self.loc.write_bytes_atomic(REPORT_NAME, json.dumps(rep.to_json(), indent=1, ensure_ascii=False).encode("utf-8"))
+        self.loc.write_bytes_atomic(INDEX_NAME, dumps_json(index))
+        for name in self.loc.listdir(PROGRESS_DIR):
+            self.loc.remove(f"{PROGRESS_DIR}/{name}")
+        try:
+            self.loc.fs.rmdir(self.loc.path(PROGRESS_DIR))
+        except (OSError, FileNotFoundError, NotImplementedError):
+            pass

@@ -1,0 +1,189 @@
+"""Command line: a thin layer over :func:`clipshards.convert.convert` and the other tools.
+
+Exit status: 0 all videos converted; 3 finished but some videos skipped (see the report);
+4 ``--strict`` refused because some video is unusable; 2 bad arguments; 1 other errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+from .options import SPLITS, ConvertOptions, load_config
+from .report import EXIT_SKIPPED, EXIT_STRICT
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("clipshards")
+
+EXIT_STATUS_HELP = (
+    "exit status: 0 every video converted; 3 converted, but some videos were skipped "
+    "(each listed with its reason in OUT/<split>/report.json); 4 --strict and a video was "
+    "unusable (nothing final written); 2 bad arguments; 1 other error."
+)
+
+
+def _size(text: str) -> int:
+    """Bytes from '256MB', '1GiB', '500000' ..."""
+    t = text.strip().upper().replace("IB", "B")
+    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "K": 1024, "M": 1024**2, "G": 1024**3, "B": 1}
+    for suffix, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if t.endswith(suffix):
+            try:
+                return int(float(t[: -len(suffix)]) * mult)
+            except ValueError:
+                break
+    try:
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 256MB, 1GB, 1000000)") from None
+
+
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="dataset root holding <split>/<class>/<video>.mp4|avi (torchvision Kinetics layout)")
+    p.add_argument("out", help="output folder or fsspec URL (s3://bucket/prefix, gs://...); shards go to OUT/<split>/")
+    g = p.add_argument_group("clips (torchvision Kinetics meanings)")
+    g.add_argument("--split", choices=SPLITS, default=None, help="split folder to convert (default train)")
+    g.add_argument("--frames-per-clip", "-T", type=int, default=None, help="frames in each clip (required, here or in --config)")
+    g.add_argument("--step-between-clips", "-S", type=int, default=None, help="frames between clip starts (default 1: every window)")
+    g.add_argument("--frame-rate", type=float, default=None, help="resample every video to this many fps before cutting clips")
+    g.add_argument("--extensions", default=None, help="comma-separated file extensions to take (default avi,mp4)")
+    g.add_argument("--num-classes", choices=("400", "600", "700"), default=None, help="Kinetics variant, recorded in the index")
+    g = p.add_argument_group("resize and resample (0 keeps the source; torchvision ignores these, clipshards applies them)")
+    g.add_argument("--video-width", type=int, default=None, help="output width; with --video-height: exact size, alone: keeps aspect")
+    g.add_argument("--video-height", type=int, default=None, help="output height; alone: keeps aspect")
+    g.add_argument("--video-min-dimension", type=int, default=None, help="resize the shorter side to this, keeping aspect")
+    g.add_argument("--audio-samples", type=int, default=None, help="audio sample rate to resample to (Hz)")
+    g.add_argument("--audio-channels", type=int, default=None, help="audio channel count to remix to")
+    g = p.add_argument_group("storage")
+    g.add_argument("--codec", choices=("raw", "jpeg"), default=None, help="raw: lossless uint8 frames (default); jpeg: one JPEG per frame")
+    g.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality 1-100 (default 90)")
+    g.add_argument("--shard-size", type=_size, default=None, help="target bytes per shard, e.g. 256MB (default 256MB)")
+    g.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE",
+        help="fsspec storage option for OUT, repeatable (e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000); "
+        "credentials are better left to the environment or profiles; they are never logged",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--config", default=None, help="TOML preset (see configs/); flags given here override it")
+    g.add_argument("--workers", type=int, default=None, help="decoder processes (default: one per CPU core)")
+    g.add_argument("--decoder-threads", type=int, default=None, help="FFmpeg threads per decoder (default 0: FFmpeg decides)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local", help="local process pool (default) or a Ray cluster")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address for --engine ray (default: start a local one)")
+    g.add_argument("--dry-run", action="store_true", help="probe and print the plan, write nothing")
+    g.add_argument("--strict", action="store_true", help="fail (status 4) instead of skipping unusable videos")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing conversion made with other options")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+
+
+_OPTION_FLAGS = (
+    "split", "frames_per_clip", "step_between_clips", "frame_rate", "extensions", "num_classes",
+    "video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels",
+    "codec", "jpeg_quality", "shard_size", "workers", "decoder_threads",
+)
+
+
+def options_from_args(args: argparse.Namespace) -> ConvertOptions:
+    values: dict[str, Any] = load_config(args.config) if args.config else {}
+    for name in _OPTION_FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            values[name] = v
+    values["dry_run"] = args.dry_run
+    values["strict"] = args.strict
+    values["progress"] = not args.no_progress
+    if "frames_per_clip" not in values:
+        raise ValueError("--frames-per-clip is required (or set frames_per_clip in --config)")
+    return ConvertOptions(**values)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .api import ConversionError, StrictModeError, convert
+    from .storage import parse_storage_options
+
+    opts = options_from_args(args)
+    try:
+        report = convert(
+            args.root, args.out, options=opts, engine=args.engine, ray_address=args.ray_address,
+            storage_options=parse_storage_options(args.storage_option), overwrite=args.overwrite,
+        )
+    except StrictModeError as exc:
+        logger.error("%s", exc)
+        return EXIT_STRICT
+    except ConversionError as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+    if report.dry_run:
+        print(f"dry run: nothing written. {len(report.videos)} videos, plan: {report.plan}")
+        return 0
+    print(report.summary())
+    return EXIT_SKIPPED if report.skipped else 0
+
+
+def build_convert_parser(prog: str = "clipshards convert") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Pre-decode every video of a torchvision-layout dataset into fixed-length clips "
+        "and pack them into WebDataset tar shards with an index.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_convert_arguments(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipshards", description="Video-classification datasets as pre-decoded WebDataset clip shards.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "convert", help="convert a dataset into clip shards",
+        description="Pre-decode every video into fixed-length clips and pack them into WebDataset shards.",
+        epilog=EXIT_STATUS_HELP,
+    )
+    add_convert_arguments(c)
+    c.set_defaults(func=run_convert)
+    try:
+        from . import tools
+    except ImportError:  # pragma: no cover
+        tools = None
+    if tools is not None:
+        tools.add_subcommands(sub)
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        parser.exit(2, f"clipshards: error: {exc}\n")
+    except FileNotFoundError as exc:
+        parser.exit(2, f"clipshards: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+
+
+def convert_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m clipshards.convert``: the convert command alone."""
+    parser = build_convert_parser("python -m clipshards.convert")
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return run_convert(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"clipshards: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,160 @@
+"""Execution engines: run per-video tasks in parallel and hand results back in input order.
+
+Results come back in order, so the single shard writer sees the same sample sequence
+whatever the number of workers: the output bytes do not depend on the engine.
+``local`` uses a process pool on this machine (default); ``ray`` submits the same tasks to
+a Ray cluster, which retries a task whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Engine", "LocalEngine", "RayEngine", "make_engine", "WorkerCrashed"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class WorkerCrashed(Exception):
+    """A task whose worker process died twice (for example FFmpeg crashing on a file)."""
+
+
+class Engine:
+    workers: int = 1
+
+    def map_ordered(self, fn: Callable[[T], R], tasks: Iterable[T], *, window: Optional[int] = None) -> Iterator[R | WorkerCrashed]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LocalEngine(Engine):
+    """A pool of ``workers`` processes (``spawn``); one worker runs tasks in this process."""
+
+    def __init__(self, workers: int):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._pool: Optional[ProcessPoolExecutor] = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def map_ordered(self, fn, tasks, *, window=None):
+        if self.workers == 1:
+            for t in tasks:
+                yield fn(t)
+            return
+        window = window or 2 * self.workers
+        pool = self._pool or self._new_pool()
+        pending: deque[tuple[Any, Future, int]] = deque()
+        it = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    t = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append((t, pool.submit(fn, t), 0))
+            if not pending:
+                return
+            task, fut, crashes = pending[0]
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                logger.warning("a worker process died; restarting the pool and retrying %d tasks", len(pending))
+                pool = self._new_pool()
+                retried: deque[tuple[Any, Future, int]] = deque()
+                for i, (t, _f, c) in enumerate(pending):
+                    c = c + 1 if i == 0 else c
+                    if c >= 2:
+                        retried.append((t, _done_future(WorkerCrashed("worker process died twice on this task")), c))
+                    else:
+                        retried.append((t, pool.submit(fn, t), c))
+                pending = retried
+                continue
+            pending.popleft()
+            yield result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _done_future(value: Any) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+class RayEngine(Engine):
+    """Tasks on a Ray cluster (``address=None`` starts or joins a local one)."""
+
+    def __init__(self, workers: int, address: Optional[str] = None, max_retries: int = 3):
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise RuntimeError("--engine ray needs Ray: pip install 'clipshards[ray]'") from exc
+        self._ray = ray
+        self._owns = False
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+            self._owns = True
+        self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        self.max_retries = max_retries
+
+    def map_ordered(self, fn, tasks, *, window=None):
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(fn)
+        window = window or 2 * self.workers
+        pending: deque = deque()
+        it = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    t = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(remote.remote(t))
+            if not pending:
+                return
+            ref = pending.popleft()
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.WorkerCrashedError as exc:
+                yield WorkerCrashed(f"ray worker died {self.max_retries + 1} times: {exc}")
+
+    def close(self) -> None:
+        if self._owns:
+            self._ray.shutdown()
+
+
+def make_engine(name: str, workers: int, address: Optional[str] = None) -> Engine:
+    if name == "local":
+        return LocalEngine(workers)
+    if name == "ray":
+        return RayEngine(workers, address)
+    raise ValueError(f"engine={name!r}: must be 'local' or 'ray'")

@@ -1,0 +1,129 @@
+"""Conversion options: one typed, validated dataclass, loadable from a ``configs/`` TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+from .layout import normalize_extensions
+from .schema import CODECS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ConvertOptions", "load_config", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+NUM_CLASSES = ("400", "600", "700")
+DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Every option that shapes the output. Its fields (minus the run-only ones) go into the index.
+
+    ``video_width``, ``video_height``, ``video_min_dimension``, ``audio_samples`` and
+    ``audio_channels`` mean what torchvision's ``_video_*``/``_audio_*`` arguments meant for
+    its old ``video_reader`` backend: 0 keeps the source value.
+    """
+
+    frames_per_clip: int
+    split: str = "train"
+    step_between_clips: int = 1
+    frame_rate: Optional[float] = None
+    video_width: int = 0
+    video_height: int = 0
+    video_min_dimension: int = 0
+    audio_samples: int = 0
+    audio_channels: int = 0
+    extensions: tuple[str, ...] = ("avi", "mp4")
+    num_classes: str = "400"
+    codec: str = "raw"
+    jpeg_quality: int = 90
+    shard_size: int = DEFAULT_SHARD_SIZE
+    # run-only options: they change how the work is done, never the bytes written
+    decoder_threads: int = field(default=0, metadata={"run_only": True})
+    workers: int = field(default=0, metadata={"run_only": True})
+    strict: bool = field(default=False, metadata={"run_only": True})
+    dry_run: bool = field(default=False, metadata={"run_only": True})
+    progress: bool = field(default=True, metadata={"run_only": True})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("frames_per_clip", "step_between_clips"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(name, "must be an integer >= 1")
+        if self.split not in SPLITS:
+            bad("split", f"must be one of {SPLITS}")
+        if self.frame_rate is not None:
+            if isinstance(self.frame_rate, bool) or not isinstance(self.frame_rate, (int, float)) or not self.frame_rate > 0:
+                bad("frame_rate", "must be a number > 0, or None to keep every frame")
+        for name in ("video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(name, "must be an integer >= 0 (0 keeps the source value)")
+        if self.audio_channels > 8:
+            bad("audio_channels", "at most 8 channels are supported")
+        object.__setattr__(self, "extensions", normalize_extensions(self.extensions))
+        object.__setattr__(self, "num_classes", str(self.num_classes))
+        if self.num_classes not in NUM_CLASSES:
+            bad("num_classes", f"must be one of {NUM_CLASSES}")
+        if self.codec not in CODECS:
+            bad("codec", f"must be one of {CODECS}")
+        if isinstance(self.jpeg_quality, bool) or not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
+            bad("jpeg_quality", "must be an integer in 1..100")
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1024:
+            bad("shard_size", "must be an integer number of bytes >= 1024")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            bad("workers", "must be an integer >= 0 (0 means one per CPU core)")
+        if isinstance(self.decoder_threads, bool) or not isinstance(self.decoder_threads, int) or self.decoder_threads < 0:
+            bad("decoder_threads", "must be an integer >= 0 (0 lets FFmpeg choose)")
+
+    @property
+    def resolved_workers(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+    def output_options(self) -> dict[str, Any]:
+        """The options that determine the output bytes, as recorded in the index."""
+        out = {}
+        for f in fields(self):
+            if f.metadata.get("run_only"):
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def replace(self, **changes: Any) -> "ConvertOptions":
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML preset from ``configs/`` into ``ConvertOptions`` keyword arguments.
+
+    Unknown keys are an error naming the key, so a typo never silently falls back to a default.
+    """
+    with open(path, "rb") as fh:
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config {os.fspath(path)!r} is not valid TOML: {exc}") from exc
+    return check_config_keys(data, where=os.fspath(path))
+
+
+def check_config_keys(data: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    known = {f.name for f in fields(ConvertOptions)}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ValueError(f"config {where!r}: unknown option {key!r} (known: {', '.join(sorted(known))})")
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out

@@ -1,0 +1,111 @@
+"""Planning: probe every video (demux only) and estimate clips, frame reuse and output bytes.
+
+The plan is printed before anything is written (``--dry-run`` stops there). Frame counts
+come from packet counts, so clip numbers are estimates that the decode pass confirms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .clips import clip_count, frame_store_counts, selected_count
+from .decode import Probe, VideoError, probe, target_size
+from .layout import VideoEntry
+from .options import ConvertOptions
+from .report import human_bytes
+
+__all__ = ["ProbeResult", "Plan", "probe_entry", "make_plan", "JPEG_BYTES_PER_PIXEL"]
+
+TAR_HEADER = 512
+SAMPLE_OVERHEAD = 4 * 1024 + 512  # cls, json, audio headers and padding, roughly
+
+JPEG_BYTES_PER_PIXEL = {50: 0.08, 75: 0.12, 90: 0.22, 95: 0.32, 100: 0.8}
+
+
+def jpeg_bytes_per_pixel(quality: int) -> float:
+    """A rough JPEG size model (bytes per pixel of an RGB frame) for the plan's estimate."""
+    qs = sorted(JPEG_BYTES_PER_PIXEL)
+    for lo, hi in zip(qs, qs[1:]):
+        if quality <= hi:
+            t = max(0.0, (quality - lo) / (hi - lo))
+            return JPEG_BYTES_PER_PIXEL[lo] + t * (JPEG_BYTES_PER_PIXEL[hi] - JPEG_BYTES_PER_PIXEL[lo])
+    return JPEG_BYTES_PER_PIXEL[qs[-1]]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    index: int
+    probe: Optional[Probe]
+    reason: str = ""
+
+
+def probe_entry(entry: VideoEntry) -> ProbeResult:
+    try:
+        return ProbeResult(entry.index, probe(entry.path))
+    except VideoError as exc:
+        return ProbeResult(entry.index, None, exc.reason)
+    except Exception as exc:  # a probe never stops the run; the decode pass decides
+        return ProbeResult(entry.index, None, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class Plan:
+    videos: int = 0
+    unreadable: dict[int, str] = field(default_factory=dict)
+    too_short: int = 0
+    clips: int = 0
+    frames_stored: int = 0
+    frames_distinct: int = 0
+    bytes: int = 0
+
+    @property
+    def reuse(self) -> float:
+        return self.frames_stored / self.frames_distinct if self.frames_distinct else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "videos": self.videos,
+            "unreadable": len(self.unreadable),
+            "too_short": self.too_short,
+            "clips": self.clips,
+            "frames_stored": self.frames_stored,
+            "frame_reuse": round(self.reuse, 3),
+            "estimated_bytes": self.bytes,
+        }
+
+    def describe(self, options: ConvertOptions) -> str:
+        return (
+            f"plan: {self.videos} videos ({len(self.unreadable)} unreadable, {self.too_short} too short), "
+            f"~{self.clips} clips of {options.frames_per_clip} frames; "
+            f"each stored frame appears {self.reuse:.2f}x on average "
+            f"({self.frames_stored} frames stored); "
+            f"estimated output ~{human_bytes(self.bytes)} ({options.codec})"
+        )
+
+
+def make_plan(probes: list[ProbeResult], options: ConvertOptions) -> Plan:
+    plan = Plan(videos=len(probes))
+    T, S = options.frames_per_clip, options.step_between_clips
+    for r in probes:
+        if r.probe is None:
+            plan.unreadable[r.index] = r.reason
+            continue
+        p = r.probe
+        entries = selected_count(p.packets, p.fps, options.frame_rate)
+        clips = clip_count(entries, T, S)
+        if clips == 0:
+            plan.too_short += 1
+            continue
+        distinct, stored = frame_store_counts(entries, T, S)
+        plan.clips += clips
+        plan.frames_stored += stored
+        plan.frames_distinct += distinct
+        w, h = target_size(p.width or 1, p.height or 1, options.video_width, options.video_height, options.video_min_dimension)
+        pixels = w * h * 3
+        per_frame = pixels if options.codec == "raw" else jpeg_bytes_per_pixel(options.jpeg_quality) * w * h + TAR_HEADER
+        rate = options.audio_samples or p.sample_rate
+        channels = options.audio_channels or p.channels
+        audio = int(4 * channels * rate * T / (options.frame_rate or p.fps)) if p.audio_stream is not None else 0
+        plan.bytes += int(clips * (T * per_frame + audio + SAMPLE_OVERHEAD))
+    return plan

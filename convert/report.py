@@ -1,0 +1,114 @@
+"""Failures are data: per-video records, per-shard stats and the run summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+__all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT"]
+
+EXIT_OK = 0
+"""Every video found was converted."""
+EXIT_SKIPPED = 3
+"""The conversion finished, but some videos were skipped (listed in the report)."""
+EXIT_STRICT = 4
+"""``--strict`` and at least one video was unusable: nothing final was written."""
+
+
+@dataclass
+class VideoRecord:
+    """What became of one video: ``status`` is ``ok``, ``no_clips`` or ``skipped``."""
+
+    index: int
+    path: str
+    label: int
+    status: str = "pending"
+    reason: str = ""
+    clips: int = 0
+    first_clip: int = 0
+    frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    sample_rate: int = 0
+    warning: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VideoRecord":
+        return cls(**data)
+
+
+@dataclass
+class ConvertReport:
+    """Returned by :func:`clipshards.convert.convert` and written as ``report.json``."""
+
+    out: str
+    split: str
+    videos: list[VideoRecord] = field(default_factory=list)
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    clips: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    resumed_shards: int = 0
+    dry_run: bool = False
+    plan: Optional[dict[str, Any]] = None
+
+    @property
+    def skipped(self) -> list[VideoRecord]:
+        return [v for v in self.videos if v.status != "ok"]
+
+    @property
+    def converted(self) -> list[VideoRecord]:
+        return [v for v in self.videos if v.status == "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SKIPPED if self.skipped else EXIT_OK
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.split}: {len(self.converted)}/{len(self.videos)} videos converted, "
+            f"{self.clips} clips in {len(self.shards)} shards, {_human(self.bytes)}, {self.seconds:.1f} s"
+            + (f" ({self.resumed_shards} shards kept from an earlier run)" if self.resumed_shards else "")
+        ]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} videos skipped:")
+            for v in self.skipped[:20]:
+                lines.append(f"  {v.path}: {v.reason}")
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more (see report.json)")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": self.out,
+            "split": self.split,
+            "counts": {
+                "videos": len(self.videos),
+                "videos_ok": len(self.converted),
+                "videos_skipped": len(self.skipped),
+                "clips": self.clips,
+                "shards": len(self.shards),
+                "bytes": self.bytes,
+            },
+            "seconds": round(self.seconds, 3),
+            "resumed_shards": self.resumed_shards,
+            "plan": self.plan,
+            "shards": self.shards,
+            "skipped": [{"path": v.path, "status": v.status, "reason": v.reason} for v in self.skipped],
+            "videos": [v.to_json() for v in self.videos],
+        }
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+human_bytes = _human

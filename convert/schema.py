@@ -1,0 +1,225 @@
+"""The shard format, defined once: sample keys, member names, field encodings, index layout.
+
+Both the converter (encode) and the loader (decode) use this module, so the two sides
+cannot drift. Shards are plain data: arrays are ``.npy`` read with ``allow_pickle=False``
+and a dtype whitelist, metadata is JSON, labels are decimal text. Nothing is unpickled.
+
+A sample (one clip) is the consecutive tar members ``<key>.<field>``:
+
+=================  ===========================================================
+member             content
+=================  ===========================================================
+``<key>.cls``      label, decimal ASCII (WebDataset's ``cls`` convention)
+``<key>.json``     metadata (see :func:`clip_metadata`)
+``<key>.audio.npy``  float32 ``[K, L]`` (``[1, 0]`` when the video has no audio)
+``<key>.video.npy``  codec ``raw``: uint8 ``[T, H, W, 3]`` RGB
+``<key>.f0000.jpg``  codec ``jpeg``: one baseline JPEG per frame, ``f0000`` .. ``f{T-1}``
+=================  ===========================================================
+
+``key`` is the clip's global index, zero-padded to 10 digits: it has no dot (WebDataset
+cuts keys at the first dot) and sorts in clip order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CODECS",
+    "INDEX_NAME",
+    "REPORT_NAME",
+    "OFFSETS_NAME",
+    "ShardFormatError",
+    "sample_key",
+    "shard_name",
+    "frame_member",
+    "encode_npy",
+    "decode_npy",
+    "encode_sample",
+    "decode_sample",
+    "dumps_json",
+    "check_index_version",
+]
+
+FORMAT_NAME = "clipshards"
+FORMAT_VERSION = 1
+CODECS = ("raw", "jpeg")
+INDEX_NAME = "index.json"
+REPORT_NAME = "report.json"
+OFFSETS_NAME = "offsets.npy"
+KEY_DIGITS = 10
+
+VIDEO_MEMBER = "video.npy"
+AUDIO_MEMBER = "audio.npy"
+LABEL_MEMBER = "cls"
+META_MEMBER = "json"
+_ALLOWED_DTYPES = {VIDEO_MEMBER: np.dtype(np.uint8), AUDIO_MEMBER: np.dtype(np.float32)}
+
+
+class ShardFormatError(ValueError):
+    """A shard member or index that does not follow this schema."""
+
+
+def sample_key(global_clip: int) -> str:
+    return f"{global_clip:0{KEY_DIGITS}d}"
+
+
+def shard_name(split: str, shard_index: int) -> str:
+    return f"{split}-{shard_index:06d}.tar"
+
+
+def frame_member(t: int) -> str:
+    return f"f{t:04d}.jpg"
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no spaces) so equal content gives equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """NPY v1.0 bytes of a C-contiguous array (deterministic header)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), version=(1, 0), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -> np.ndarray:
+    """Parse NPY bytes without pickle and without copying the payload.
+
+    Raises :class:`ShardFormatError` for object dtypes, a dtype other than ``expect``,
+    or a payload whose length does not match the header.
+    """
+    mv = memoryview(data)
+    buf = io.BytesIO(mv)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise ShardFormatError(f"unsupported npy version {version}")
+    except ShardFormatError:
+        raise
+    except Exception as exc:
+        raise ShardFormatError(f"not an npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise ShardFormatError(f"refusing npy with object dtype {dtype}")
+    if expect is not None and dtype != expect:
+        raise ShardFormatError(f"expected dtype {expect}, found {dtype}")
+    offset = buf.tell()
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(mv) - offset != count * dtype.itemsize:
+        raise ShardFormatError(
+            f"npy payload is {len(mv) - offset} bytes, header {shape} {dtype} needs {count * dtype.itemsize}"
+        )
+    arr = np.frombuffer(mv, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame, mode="RGB").save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format != "JPEG":
+            raise ShardFormatError(f"frame is {img.format}, not JPEG")
+        return np.asarray(img.convert("RGB"))
+
+
+def encode_sample(
+    key: str,
+    *,
+    video: np.ndarray,
+    audio: np.ndarray,
+    label: int,
+    meta: Mapping[str, Any],
+    codec: str,
+    jpeg_quality: int = 90,
+) -> list[tuple[str, bytes]]:
+    """Tar members ``(name, bytes)`` of one clip, in their fixed order."""
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
+    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"video must be uint8 [T, H, W, 3], got {video.dtype} {video.shape}")
+    if audio.dtype != np.float32 or audio.ndim != 2:
+        raise ValueError(f"audio must be float32 [K, L], got {audio.dtype} {audio.shape}")
+    members = [
+        (f"{key}.{LABEL_MEMBER}", str(int(label)).encode("ascii")),
+        (f"{key}.{META_MEMBER}", dumps_json(dict(meta))),
+        (f"{key}.{AUDIO_MEMBER}", encode_npy(audio)),
+    ]
+    if codec == "raw":
+        members.append((f"{key}.{VIDEO_MEMBER}", encode_npy(video)))
+    else:
+        members.extend((f"{key}.{frame_member(t)}", encode_jpeg(video[t], jpeg_quality)) for t in range(video.shape[0]))
+    return members
+
+
+def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "") -> dict[str, Any]:
+    """Decode the fields of one sample (``field name -> bytes``) into arrays.
+
+    Returns ``{"video": uint8 [T,H,W,3], "audio": float32 [K,L], "label": int, "meta": dict}``.
+    Members outside the schema are ignored, never interpreted.
+    """
+    try:
+        label = int(bytes(fields[LABEL_MEMBER]).decode("ascii"))
+        meta = json.loads(bytes(fields[META_MEMBER]).decode("utf-8"))
+        audio = decode_npy(fields[AUDIO_MEMBER], expect=_ALLOWED_DTYPES[AUDIO_MEMBER])
+        if VIDEO_MEMBER in fields:
+            video = decode_npy(fields[VIDEO_MEMBER], expect=_ALLOWED_DTYPES[VIDEO_MEMBER])
+        else:
+            frames = sorted(k for k in fields if k.startswith("f") and k.endswith(".jpg") and k[1:-4].isdigit())
+            if not frames:
+                raise ShardFormatError("sample has neither video.npy nor fNNNN.jpg frames")
+            video = np.stack([decode_jpeg(bytes(fields[k])) for k in frames])
+    except KeyError as exc:
+        raise ShardFormatError(f"{where}: missing member {exc.args[0]!r}") from exc
+    except ShardFormatError as exc:
+        raise ShardFormatError(f"{where}: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise ShardFormatError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise ShardFormatError(f"{where}: video has shape {video.shape}, expected [T, H, W, 3]")
+    if audio.ndim != 2:
+        raise ShardFormatError(f"{where}: audio has shape {audio.shape}, expected [K, L]")
+    return {"video": video, "audio": audio, "label": label, "meta": meta}
+
+
+def check_index_version(index: Mapping[str, Any], *, where: str = "") -> None:
+    """Raise a clear error when an index is not a clipshards index this code can read."""
+    fmt = index.get("format")
+    version = index.get("version")
+    if fmt != FORMAT_NAME:
+        raise ShardFormatError(f"{where}: not a clipshards index (format={fmt!r})")
+    if version != FORMAT_VERSION:
+        raise ShardFormatError(
+            f"{where}: index format version {version!r} is not supported by this clipshards "
+            f"(reads version {FORMAT_VERSION}); convert again or install a matching release"
+        )
+
+
+def member_field(name: str) -> tuple[str, str]:
+    """Split a member name into ``(key, field)`` at the first dot, as WebDataset does."""
+    key, dot, field = name.partition(".")
+    if not dot:
+        raise ShardFormatError(f"member {name!r} has no field extension")
+    return key, field
+
+
+def sample_fields(members: Iterable[tuple[str, bytes]]) -> dict[str, bytes]:
+    return {member_field(n)[1]: d for n, d in members}

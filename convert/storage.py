@@ -1,0 +1,169 @@
+"""Transport: where shards and indexes live, through fsspec (local paths, s3://, gs://, https://).
+
+Writes are all-or-nothing: on a local disk a file is written under a hidden temporary name
+and renamed when complete; on object storage an object only becomes visible when its upload
+completes. Credentials are passed through ``storage_options`` and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Optional
+
+import fsspec
+from fsspec.core import url_to_fs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Location", "parse_storage_options", "redact"]
+
+_SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
+
+
+def redact(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """A copy of storage options safe to log: values of credential-like keys are hidden."""
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if isinstance(v, Mapping):
+            out[k] = redact(v)
+        elif any(w in k.lower() for w in _SECRET_WORDS) and "endpoint" not in k.lower():
+            out[k] = "***"
+        else:
+            out[k] = v
+    return out
+
+
+def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` from the command line into fsspec ``storage_options``.
+
+    Values ``true``/``false``/integers are converted; a dotted key ``a.b=v`` nests as
+    ``{"a": {"b": v}}`` (e.g. ``client_kwargs.endpoint_url=http://127.0.0.1:9000``).
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--storage-option {pair!r}: expected KEY=VALUE")
+        parsed: Any = value
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                pass
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    return out
+
+
+class Location:
+    """A directory-like location (local folder or object-store prefix) opened through fsspec."""
+
+    def __init__(self, url: str | os.PathLike, storage_options: Optional[Mapping[str, Any]] = None):
+        self.url = os.fspath(url).rstrip("/") or "/"
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+        self.is_local = "file" in _protocols(self.fs)
+
+    def __repr__(self) -> str:
+        return f"Location({self.url!r})"
+
+    def child(self, name: str) -> "Location":
+        loc = object.__new__(Location)
+        loc.url = self.join_url(name)
+        loc.storage_options = self.storage_options
+        loc.fs = self.fs
+        loc.root = posixpath.join(self.root, name)
+        loc.is_local = self.is_local
+        return loc
+
+    def join_url(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def makedirs(self) -> None:
+        if self.is_local:
+            os.makedirs(self.root, exist_ok=True)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def size(self, name: str) -> Optional[int]:
+        try:
+            return int(self.fs.size(self.path(name)))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def listdir(self, sub: str = "") -> list[str]:
+        """Base names under ``sub`` (empty list when it does not exist)."""
+        target = self.path(sub) if sub else self.root
+        try:
+            entries = self.fs.ls(target, detail=False)
+        except (FileNotFoundError, OSError):
+            return []
+        return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+    def read_bytes(self, name: str, start: Optional[int] = None, end: Optional[int] = None) -> bytes:
+        if start is None and end is None:
+            return self.fs.cat_file(self.path(name))
+        return self.fs.cat_file(self.path(name), start=start, end=end)
+
+    def remove(self, name: str) -> None:
+        try:
+            self.fs.rm(self.path(name))
+        except (FileNotFoundError, OSError):
+            pass
+
+    @contextmanager
+    def open_atomic(self, name: str) -> Iterator[Any]:
+        """Open ``name`` for writing so that it appears only once closed without error."""
+        final = self.path(name)
+        if self.is_local:
+            parent = posixpath.dirname(final)
+            os.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".{posixpath.basename(final)}.partial")
+            try:
+                with open(tmp, "wb") as fh:
+                    yield fh
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+                raise
+        else:
+            fh = self.fs.open(final, "wb")
+            try:
+                yield fh
+            except BaseException:
+                # abandon the upload: without close() no object is created
+                discard = getattr(fh, "discard", None)
+                if discard is not None:
+                    try:
+                        discard()
+                    except Exception:  # pragma: no cover - best effort
+                        logger.debug("discarding upload of %s failed", self.join_url(name), exc_info=True)
+                raise
+            else:
+                fh.close()
+
+    def write_bytes_atomic(self, name: str, data: bytes) -> None:
+        with self.open_atomic(name) as fh:
+            fh.write(data)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)

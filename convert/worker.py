@@ -1,0 +1,118 @@
+"""Encoding one video: decode its clips and write them, tar-encoded, to a spool file.
+
+Runs in worker processes (local pool or Ray tasks). The result is a pure function of the
+video file and the options, so a task that is retried gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .decode import VideoError, VideoInfo, expected_clips, iter_clips
+from .layout import VideoEntry
+from .options import ConvertOptions
+from .schema import encode_sample
+from .storage import Location
+from .writer import encode_members
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VideoTask", "VideoResult", "convert_video", "clip_key"]
+
+
+def clip_key(video_index: int, clip_index: int) -> str:
+    """Sample key of a clip: built from positions only (no dot, sorts in global order)."""
+    return f"{video_index:08d}_{clip_index:06d}"
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    entry: VideoEntry
+    options: ConvertOptions
+    spool_url: str
+    storage_options: Optional[dict[str, Any]] = None
+    skip_clips: int = 0
+
+
+@dataclass
+class VideoResult:
+    index: int
+    ok: bool
+    reason: str = ""
+    clips: int = 0  # clips of the whole video (including skipped ones)
+    sample_sizes: list[int] = field(default_factory=list)  # of the clips written to the spool
+    spool_name: str = ""
+    info: Optional[VideoInfo] = None
+
+
+def spool_name(index: int) -> str:
+    return f"{index:08d}.spool"
+
+
+def convert_video(task: VideoTask) -> VideoResult:
+    """Decode and encode every clip of one video into ``spool_url/<index>.spool``."""
+    e, o = task.entry, task.options
+    info = VideoInfo()
+    spool = Location(task.spool_url, task.storage_options)
+    name = spool_name(e.index)
+    sizes: list[int] = []
+    try:
+        with spool.open_atomic(name) as fh:
+            for clip in iter_clips(
+                e.path,
+                frames_per_clip=o.frames_per_clip,
+                step_between_clips=o.step_between_clips,
+                frame_rate=o.frame_rate,
+                video_width=o.video_width,
+                video_height=o.video_height,
+                video_min_dimension=o.video_min_dimension,
+                audio_samples=o.audio_samples,
+                audio_channels=o.audio_channels,
+                skip_clips=task.skip_clips,
+                threads=o.decoder_threads,
+                info=info,
+            ):
+                meta = {
+                    "path": e.relpath,
+                    "class": e.class_name,
+                    "label": e.label,
+                    "video_index": e.index,
+                    "clip_index": clip.clip_index,
+                    "frame_indices": list(clip.frame_indices),
+                    "fps": info.fps,
+                    "frame_rate": o.frame_rate,
+                    "audio_sample_rate": info.sample_rate if clip.audio.shape[1] or info.sample_rate else None,
+                }
+                members = encode_sample(
+                    clip_key(e.index, clip.clip_index),
+                    video=clip.video,
+                    audio=clip.audio,
+                    label=e.label,
+                    meta=meta,
+                    codec=o.codec,
+                    jpeg_quality=o.jpeg_quality,
+                )
+                data = encode_members(members)
+                fh.write(data)
+                sizes.append(len(data))
+    except VideoError as exc:
+        spool.remove(name)
+        return VideoResult(e.index, ok=False, reason=exc.reason, info=info)
+    except MemoryError:
+        spool.remove(name)
+        return VideoResult(e.index, ok=False, reason="out of memory while decoding", info=info)
+    total = expected_clips(info.num_frames, info.fps, o.frame_rate, o.frames_per_clip, o.step_between_clips)
+    if total == 0:
+        spool.remove(name)
+        return VideoResult(
+            e.index,
+            ok=False,
+            reason=(
+                f"too short: {info.num_frames} frames give no clip of {o.frames_per_clip} frames"
+                + (f" at {o.frame_rate} fps" if o.frame_rate else "")
+            ),
+            info=info,
+        )
+    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, info=info)

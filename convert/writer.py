@@ -1,0 +1,96 @@
+"""Writing: deterministic tar members and size-bounded shards.
+
+Every tar header field that could vary between runs (mtime, owner, mode, format) is fixed,
+so the same samples always give the same bytes. A shard is written through
+:meth:`Location.open_atomic`: it is visible under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterable, Optional
+
+from .schema import shard_name
+from .storage import Location
+
+__all__ = ["tar_member", "TAR_END", "ShardInfo", "ShardWriter"]
+
+BLOCK = 512
+TAR_END = b"\0" * (2 * BLOCK)
+
+
+def tar_member(name: str, data: bytes) -> bytes:
+    """Header + data + padding of one regular-file member, with fixed metadata."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+    pad = (-len(data)) % BLOCK
+    return b"".join((header, data, b"\0" * pad))
+
+
+def encode_members(members: Iterable[tuple[str, bytes]]) -> bytes:
+    return b"".join(tar_member(n, d) for n, d in members)
+
+
+@dataclass
+class ShardInfo:
+    """What the index records of one finished shard."""
+
+    index: int
+    name: str
+    clips: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "clips": self.clips, "bytes": self.bytes, "sha256": self.sha256}
+
+
+class ShardWriter:
+    """Appends pre-encoded samples to one shard; records each sample's byte range."""
+
+    def __init__(self, location: Location, split: str, index: int):
+        self.info = ShardInfo(index=index, name=shard_name(split, index))
+        self._location = location
+        self._ctx = location.open_atomic(self.info.name)
+        self._fh: Optional[BinaryIO] = self._ctx.__enter__()
+        self._sha = hashlib.sha256()
+
+    @property
+    def size(self) -> int:
+        return self.info.bytes
+
+    def add(self, sample: bytes) -> None:
+        """Append one sample (its members, already tar-encoded)."""
+        assert self._fh is not None, "shard already closed"
+        self.info.offsets.append((self.info.bytes, len(sample)))
+        self._fh.write(sample)
+        self._sha.update(sample)
+        self.info.bytes += len(sample)
+        self.info.clips += 1
+
+    def close(self) -> ShardInfo:
+        assert self._fh is not None, "shard already closed"
+        self._fh.write(TAR_END)
+        self._sha.update(TAR_END)
+        self.info.bytes += len(TAR_END)
+        self.info.sha256 = self._sha.hexdigest()
+        self._fh = None
+        self._ctx.__exit__(None, None, None)
+        return self.info
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh = None
+            try:
+                self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            except RuntimeError:
+                pass
