@@ -279,7 +279,8 @@ def iter_clips(
         vstream.thread_type = "AUTO"
         if threads:
             vstream.codec_context.thread_count = threads
-        declared = int(vstream.frames or 0)
+        declared_end = _declared_end(vstream)
+        last_time = -1.0
         astream = _best(container, "audio")
         if astream is not None:
             try:
@@ -331,6 +332,8 @@ def iter_clips(
             for frame in container.decode(vstream):
                 i = decoded
                 decoded += 1
+                if frame.time is not None and frame.time > last_time:
+                    last_time = float(frame.time)
                 k_hi = next_k
                 while selected_index(k_hi, fps, frame_rate) == i:
                     k_hi += 1
@@ -368,8 +371,10 @@ def iter_clips(
             raise VideoError(f"video decode failed after {decoded} frames: {exc}") from exc
         if decoded == 0:
             raise VideoError("no decodable video frame")
-        if declared and decoded < declared:
-            raise VideoError(f"truncated: decoded {decoded} of {declared} declared frames")
+        if declared_end is not None and last_time >= 0 and last_time + 1.0 / fps < declared_end - 2.0 / fps - 0.01 * declared_end:
+            raise VideoError(
+                f"truncated: frames end at {last_time + 1.0 / fps:.3f} s, the container declares {declared_end:.3f} s"
+            )
         info.num_frames = decoded
         yield from release(selected_count(decoded, fps, frame_rate))
         for c in pending:
@@ -380,6 +385,14 @@ def iter_clips(
         if audio is not None:
             _close_quietly(audio)
         container.close()
+
+
+def _declared_end(stream) -> Optional[float]:
+    """End time (s) of the video stream as its container declares it, if it does."""
+    if not stream.duration or stream.time_base is None:
+        return None
+    start = stream.start_time or 0
+    return float((start + stream.duration) * stream.time_base)
 
 
 def _clip_range_contains(k: int, T: int, S: int) -> bool:
