@@ -62,7 +62,7 @@ def _open(path: str) -> av.container.InputContainer:
     try:
         return av.open(path, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise VideoError(f"not a readable media file: {exc}") from exc
+        raise VideoError(f"not a readable media file: {_why(exc)}") from exc
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise VideoError(f"cannot open: {exc}") from exc
 
@@ -94,7 +94,7 @@ def probe(path: str) -> Probe:
                 if packet.size:
                     packets += 1
         except av.error.FFmpegError as exc:
-            raise VideoError(f"demux failed after {packets} packets: {exc}") from exc
+            raise VideoError(f"demux failed after {packets} packets: {_why(exc)}") from exc
         cc = vstream.codec_context
         return Probe(
             video_stream=vstream.index,
@@ -162,9 +162,7 @@ class _AudioReader:
         self.container = _open(path)
         self.stream = self.container.streams[stream_index]
         self.stream.thread_type = "AUTO"
-        layout = None
-        if channels:
-            layout = {1: "mono", 2: "stereo"}.get(channels) or av.AudioLayout(channels).name
+        layout = f"{channels}c" if channels else None  # FFmpeg's default layout for that many channels
         self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate or None)
         self.frames = self.container.decode(self.stream)
         self.chunks: deque[np.ndarray] = deque()
@@ -280,6 +278,7 @@ def iter_clips(
         if threads:
             vstream.codec_context.thread_count = threads
         declared_end = _declared_end(vstream)
+        declared_frames = int(vstream.frames or 0)
         last_time = -1.0
         astream = _best(container, "audio")
         if astream is not None:
@@ -307,7 +306,7 @@ def iter_clips(
                 try:
                     a = audio.window(indices[0], indices[-1], fps)
                 except av.error.FFmpegError as exc:
-                    info.audio_error = f"audio decode failed ({exc}); later clips have empty audio"
+                    info.audio_error = f"audio decode failed ({_why(exc)}); later clips have empty audio"
                     _close_quietly(audio)
                     audio = None
                     a = np.empty((1, 0), dtype=np.float32)
@@ -368,13 +367,16 @@ def iter_clips(
                 # the frames decoded so far (the count only grows with more frames)
                 yield from release(selected_count(decoded, fps, frame_rate))
         except av.error.FFmpegError as exc:
-            raise VideoError(f"video decode failed after {decoded} frames: {exc}") from exc
+            raise VideoError(f"video decode failed after {decoded} frames: {_why(exc)}") from exc
         if decoded == 0:
             raise VideoError("no decodable video frame")
         if declared_end is not None and last_time >= 0 and last_time + 1.0 / fps < declared_end - 2.0 / fps - 0.01 * declared_end:
             raise VideoError(
                 f"truncated: frames end at {last_time + 1.0 / fps:.3f} s, the container declares {declared_end:.3f} s"
             )
+        if declared_frames and decoded < declared_frames - 2 - 0.01 * declared_frames:
+            # an AVI cut short re-derives its duration from the data left, but keeps the header's frame count
+            raise VideoError(f"truncated: {decoded} frames decoded, the container declares {declared_frames}")
         info.num_frames = decoded
         yield from release(selected_count(decoded, fps, frame_rate))
         for c in pending:
@@ -385,6 +387,15 @@ def iter_clips(
         if audio is not None:
             _close_quietly(audio)
         container.close()
+
+
+def _why(exc: av.error.FFmpegError) -> str:
+    """FFmpeg's message and last log line, without the file path (the report names the video)."""
+    text = exc.strerror or type(exc).__name__
+    log = getattr(exc, "log", None)
+    if isinstance(log, tuple) and len(log) == 3 and log[2]:
+        text += f" ([{log[1]}] {str(log[2]).strip()})"
+    return text
 
 
 def _declared_end(stream) -> Optional[float]:

@@ -1,0 +1,241 @@
+"""A deliberately simple reference for the tests: decode everything, then index.
+
+Independent of ``clipshards.convert.decode`` and ``clipshards.convert.clips``: it opens the
+file with PyAV, decodes *all* frames of the best video stream and *all* audio of the best
+audio stream into memory, and applies the rules of ``kinetics-semantics.md`` (2, 6, 7, 10,
+11) with its own few lines of arithmetic. Slow and memory-hungry on purpose: it must be
+obviously right, not fast. Shards are read back with ``tarfile`` and
+``clipshards.convert.schema.decode_sample`` only (not with the loader).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tarfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import av
+import numpy as np
+
+from clipshards.convert.schema import decode_npy, decode_sample
+
+EMPTY_AUDIO = np.empty((1, 0), dtype=np.float32)
+
+
+@dataclass
+class RefClip:
+    label: int
+    path: str  # relative to the dataset root, "/"-separated
+    clip_index: int
+    frame_indices: list[int]
+    video: np.ndarray  # uint8 [T, H, W, 3]
+    audio: np.ndarray  # float32 [K, L]
+
+
+@dataclass
+class RefVideo:
+    fps: float
+    num_frames: int
+    clips: list[tuple[list[int], np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _half_up(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2))
+
+
+def ref_size(w: int, h: int, width: int, height: int, min_dimension: int) -> tuple[int, int]:
+    """video_reader's resize rule: both set -> exact; one set -> keep aspect; else shorter side."""
+    if width and height:
+        return width, height
+    if width:
+        return width, _half_up(Fraction(h * width, w))
+    if height:
+        return _half_up(Fraction(w * height, h)), height
+    if min_dimension:
+        if w > h:
+            return _half_up(Fraction(w * min_dimension, h)), min_dimension
+        return min_dimension, _half_up(Fraction(h * min_dimension, w))
+    return w, h
+
+
+def ref_indices(n: int, fps: float, frame_rate: Optional[float]) -> list[int]:
+    """Rule 6. The non-integral step is multiplied in float32, as torchvision's
+    ``torch.arange(..., dtype=torch.float32) * step`` does."""
+    if frame_rate is None:
+        return list(range(n))
+    step = fps / frame_rate
+    if step == int(step):
+        return list(range(0, n, int(step)))
+    count = math.floor(n * frame_rate / fps)
+    return [int(np.floor(np.float32(k) * np.float32(step))) for k in range(count)]
+
+
+def ref_windows(entries: list[int], T: int, S: int) -> list[list[int]]:
+    """Rule 7: full windows of T entries starting every S entries."""
+    return [entries[s : s + T] for s in range(0, len(entries) - T + 1, S)]
+
+
+def decode_all_video(path: str, width: int = 0, height: int = 0, min_dimension: int = 0) -> tuple[float, list[np.ndarray]]:
+    with av.open(path) as c:
+        stream = c.streams.best("video")
+        fps = float(stream.average_rate)
+        frames = []
+        size = None
+        for f in c.decode(stream):
+            if size is None:
+                size = ref_size(f.width, f.height, width, height, min_dimension)
+            if size == (f.width, f.height):
+                frames.append(f.to_ndarray(format="rgb24"))
+            else:
+                frames.append(f.to_ndarray(width=size[0], height=size[1], format="rgb24"))
+    return fps, frames
+
+
+def decode_all_audio(path: str, rate: int = 0, channels: int = 0) -> tuple[np.ndarray, float, int]:
+    """The whole best audio stream as float32 planar, its first timestamp and sample rate."""
+    with av.open(path) as c:
+        if not c.streams.audio:
+            return EMPTY_AUDIO, 0.0, 0
+        stream = c.streams.best("audio")
+        resampler = av.AudioResampler(format="fltp", layout=f"{channels}c" if channels else None, rate=rate or None)
+        parts, t_first, sr = [], None, 0
+        try:
+            for f in c.decode(stream):
+                if t_first is None:
+                    t_first = float(f.time) if f.time is not None else 0.0
+                for o in resampler.resample(f):
+                    parts.append(o.to_ndarray())
+                    sr = o.sample_rate
+            for o in resampler.resample(None):
+                parts.append(o.to_ndarray())
+                sr = o.sample_rate
+        except av.error.FFmpegError:
+            return EMPTY_AUDIO, 0.0, 0
+    if not parts:
+        return EMPTY_AUDIO, 0.0, 0
+    return np.concatenate(parts, axis=1).astype(np.float32), t_first or 0.0, sr
+
+
+def reference_video(
+    path: str | os.PathLike,
+    *,
+    frames_per_clip: int,
+    step_between_clips: int = 1,
+    frame_rate: Optional[float] = None,
+    video_width: int = 0,
+    video_height: int = 0,
+    video_min_dimension: int = 0,
+    audio_samples: int = 0,
+    audio_channels: int = 0,
+) -> RefVideo:
+    """Every clip of one video: (source frame indices, frames, audio)."""
+    path = os.fspath(path)
+    fps, frames = decode_all_video(path, video_width, video_height, video_min_dimension)
+    audio, t_first, sr = decode_all_audio(path, audio_samples, audio_channels)
+    out = RefVideo(fps=fps, num_frames=len(frames))
+    for idx in ref_windows(ref_indices(len(frames), fps, frame_rate), frames_per_clip, step_between_clips):
+        video = np.stack([frames[i] for i in idx])
+        if sr:
+            start, stop = idx[0] / fps, (idx[-1] + 1) / fps
+            a = max(0, math.floor((start - t_first) * sr + 0.5))
+            b = min(audio.shape[1], math.floor((stop - t_first) * sr + 0.5))
+            clip_audio = audio[:, a:b]
+        else:
+            clip_audio = EMPTY_AUDIO
+        out.clips.append((idx, video, clip_audio))
+    return out
+
+
+def reference_videos(root: str | os.PathLike, split: str = "train", extensions=("avi", "mp4")) -> list[tuple[str, int]]:
+    """Rule 2: ``(relative path, label)`` of every candidate video in torchvision's order."""
+    base = Path(root) / split
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    found = []
+    for label, cls in enumerate(classes):
+        for folder, _, names in sorted(os.walk(base / cls, followlinks=True)):
+            for name in sorted(names):
+                if name.lower().endswith(tuple(extensions)):
+                    found.append((os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"), label))
+    return found
+
+
+def reference_dataset(root: str | os.PathLike, *, split: str = "train", extensions=("avi", "mp4"), **options) -> list[RefClip]:
+    """All clips of a dataset, in global clip order (videos giving no clip contribute none)."""
+    clips = []
+    for rel, label in reference_videos(root, split, extensions):
+        ref = reference_video(Path(root) / rel, **options)
+        for c, (idx, video, audio) in enumerate(ref.clips):
+            clips.append(RefClip(label, rel, c, idx, video, audio))
+    return clips
+
+
+@dataclass
+class ShardClip:
+    key: str
+    shard: str
+    label: int
+    video: np.ndarray
+    audio: np.ndarray
+    meta: dict
+    members: list[str]
+
+
+def read_shards(split_dir: str | os.PathLike) -> list[ShardClip]:
+    """Every sample of a converted split, read with ``tarfile`` in index shard order.
+
+    Also checks that ``offsets.npy`` points at each sample's exact bytes and that the
+    index's shard sizes, clip counts and first_clip agree with what the tars contain.
+    """
+    split_dir = Path(split_dir)
+    index = json.loads((split_dir / "index.json").read_bytes())
+    offsets = decode_npy((split_dir / "offsets.npy").read_bytes(), expect=np.dtype(np.int64))
+    assert offsets.shape == (index["counts"]["clips"], 2), offsets.shape
+    out: list[ShardClip] = []
+    for shard in index["shards"]:
+        data = (split_dir / shard["name"]).read_bytes()
+        assert len(data) == shard["bytes"], shard
+        assert shard["first_clip"] == len(out), shard
+        samples: list[tuple[str, list[tuple[str, bytes]]]] = []
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+            for m in tf:
+                assert m.isfile(), m.name
+                key, _, fieldname = m.name.partition(".")
+                if not samples or samples[-1][0] != key:
+                    samples.append((key, []))
+                samples[-1][1].append((fieldname, tf.extractfile(m).read()))
+        assert len(samples) == shard["clips"], (shard, len(samples))
+        for key, members in samples:
+            g = len(out)
+            off, length = (int(x) for x in offsets[g])
+            with tarfile.open(fileobj=io.BytesIO(data[off : off + length]), mode="r:") as one:
+                names = one.getnames()
+            assert [n.partition(".")[0] for n in names] == [key] * len(members), (g, names)
+            s = decode_sample(dict(members), where=f"{shard['name']}:{key}")
+            out.append(ShardClip(key, shard["name"], s["label"], np.array(s["video"]), np.array(s["audio"]), s["meta"],
+                                 [f for f, _ in members]))
+    assert len(out) == index["counts"]["clips"]
+    return out
+
+
+def assert_same_clips(got: list[ShardClip], want: list[RefClip], *, exact_video: bool = True, jpeg_tolerance: float = 0.0) -> None:
+    """Same count, order, labels, source frame indices, frames (bit-exact or close) and audio."""
+    assert len(got) == len(want), f"{len(got)} clips written, the reference gives {len(want)}"
+    for g, (s, r) in enumerate(zip(got, want)):
+        where = f"clip {g} ({r.path} #{r.clip_index})"
+        assert s.label == r.label, where
+        assert s.meta["path"] == r.path and s.meta["clip_index"] == r.clip_index, (where, s.meta)
+        assert s.meta["frame_indices"] == r.frame_indices, where
+        assert s.video.shape == r.video.shape, (where, s.video.shape, r.video.shape)
+        if exact_video:
+            assert np.array_equal(s.video, r.video), where
+        else:
+            diff = np.abs(s.video.astype(np.int16) - r.video.astype(np.int16)).mean()
+            assert diff <= jpeg_tolerance, (where, diff)
+        assert s.audio.dtype == np.float32 and s.audio.shape == r.audio.shape, (where, s.audio.shape, r.audio.shape)
+        assert np.array_equal(s.audio, r.audio), where
