@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import av
 import numpy as np
@@ -239,3 +239,67 @@ def assert_same_clips(got: list[ShardClip], want: list[RefClip], *, exact_video:
             assert diff <= jpeg_tolerance, (where, diff)
         assert s.audio.dtype == np.float32 and s.audio.shape == r.audio.shape, (where, s.audio.shape, r.audio.shape)
         assert np.array_equal(s.audio, r.audio), where
+
+
+# -- test data: built from clipshards.convert.synth, or remuxed from its files -------------
+
+
+MIXED = {
+    "train/archery/h264_aac.mp4": dict(frames=30, seed=1),
+    "train/archery/mpeg4_mp3.avi": dict(frames=25, fps=25, codec="mpeg4", audio_codec="mp3", sample_rate=44100, seed=2),
+    "train/bowling/no_audio.mp4": dict(frames=20, audio_codec=None, seed=3),
+    "train/bowling/ntsc_odd_size.mp4": dict(frames=33, fps=Fraction(30000, 1001), width=63, height=47, channels=1,
+                                            sample_rate=16000, seed=4),
+    "train/juggling balls/pcm.avi": dict(frames=24, codec="mpeg4", audio_codec="pcm_s16le", sample_rate=8000, seed=5),
+    "train/juggling balls/nested/bframes.mp4": dict(frames=28, bframes=2, seed=6),
+    "val/archery/v.mp4": dict(frames=18, seed=7),
+    "val/bowling/w.avi": dict(frames=21, codec="mpeg4", audio_codec="mp3", sample_rate=22050, seed=8),
+}
+"""Small videos covering the issue's cases: H.264+AAC, MPEG-4+MP3 in AVI, no audio,
+29.97 fps at an odd size with mono audio, PCM in AVI, B-frames, a nested folder, two splits."""
+
+
+def make_mixed_dataset(root: str | os.PathLike, videos: Optional[dict] = None) -> Path:
+    from clipshards.convert.synth import VideoSpec, write_video
+
+    for rel, spec in (MIXED if videos is None else videos).items():
+        write_video(Path(root) / rel, VideoSpec(**spec))
+    return Path(root)
+
+
+def remux(src: str | os.PathLike, dst: str | os.PathLike, *, video: bool = True, audio: bool = True,
+          garble: bool = False, options: Optional[dict] = None) -> Path:
+    """Copy ``src``'s packets into ``dst``: dropping streams, or with the video payload
+    replaced by random bytes (a well-formed container whose video cannot be decoded)."""
+    rng = np.random.default_rng(0)
+    with av.open(os.fspath(src)) as i, av.open(os.fspath(dst), "w", options=options or {}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams
+                   if (s.type == "video" and video) or (s.type == "audio" and audio)}
+        for p in i.demux():
+            idx = p.stream.index
+            if idx not in streams or p.dts is None:
+                continue
+            if garble and p.stream.type == "video":
+                q = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
+                q.pts, q.dts, q.time_base, q.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+                p = q
+            p.stream = streams[idx]
+            o.mux(p)
+    return Path(dst)
+
+
+def tree_bytes(folder: str | os.PathLike, skip: tuple[str, ...] = ("report.json",)) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes), except the run-dependent report."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def run_cli(*args: Any) -> int:
+    """``clipshards convert ARGS`` in this process; returns the exit status."""
+    from clipshards.convert.cli import main
+
+    try:
+        return main(["convert", *(str(a) for a in args)])
+    except SystemExit as exc:
+        return int(exc.code or 0)
