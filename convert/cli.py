@@ -123,6 +123,13 @@ def run_convert(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if report.skipped else 0
 
 
+def run_example_command(args: argparse.Namespace) -> int:
+    from .example import run_example
+
+    run_example(args.dir, workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
 def build_convert_parser(prog: str = "clipshards convert") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -145,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_convert_arguments(c)
     c.set_defaults(func=run_convert)
+    e = sub.add_parser(
+        "example", help="make a tiny dataset, convert it and load it back (a smoke test of the whole path)",
+        description="Write a tiny Kinetics-layout dataset to DIR/dataset with PyAV, convert it to DIR/shards "
+        "(16-frame JPEG clips), then stream it with StreamingKinetics in a DataLoader and read one clip with "
+        "IndexedKinetics.",
+    )
+    e.add_argument("dir", nargs="?", default="example", help="working folder (default ./example)")
+    e.add_argument("--workers", type=int, default=0, help="converter processes (default: one per core)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=run_example_command)
     try:
         from . import tools
     except ImportError:  # pragma: no cover
