@@ -1,3 +1,23 @@
 """clipshards.loader: stream clip shards as torchvision's (video, audio, label) tuples."""
 
-__all__: list[str] = []
+from .collate import ClipBatch, collate_clips
+from .dataloader import ClipLoader
+from .datasets import ERROR_POLICIES, IndexedKinetics, StreamingKinetics
+from .index import DatasetIndex, ShardEntry
+from .plan import EpochPlan
+from .reader import ShardReadError
+from .transport import Transport
+
+__all__ = [
+    "StreamingKinetics",
+    "IndexedKinetics",
+    "ClipLoader",
+    "collate_clips",
+    "ClipBatch",
+    "DatasetIndex",
+    "ShardEntry",
+    "EpochPlan",
+    "ShardReadError",
+    "ERROR_POLICIES",
+    "Transport",
+]

@@ -1,0 +1,65 @@
+"""Batching clips whose audio lengths differ."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import torch
+
+__all__ = ["ClipBatch", "collate_clips"]
+
+
+class ClipBatch(NamedTuple):
+    """A batch of ``(video, audio, label)`` clips.
+
+    ``video``: the clips' videos stacked, ``[B, T, C, H, W]`` (or ``[B, T, H, W, C]``).
+    ``audio``: float32 ``[B, K, L]``, each clip's ``[k, l]`` audio zero-padded to the most
+    channels ``K`` and the longest length ``L`` in the batch. ``label``: int64 ``[B]``.
+    ``audio_lengths``: int64 ``[B]``, each clip's own ``l`` (0 for a clip without audio), so
+    ``audio[i, :, :audio_lengths[i]]`` is its audio. ``audio_channels``: int64 ``[B]``, its ``k``.
+    """
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    label: torch.Tensor
+    audio_lengths: torch.Tensor
+    audio_channels: torch.Tensor
+
+
+def collate_clips(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch:
+    """``collate_fn`` for DataLoaders over :class:`StreamingKinetics` / :class:`IndexedKinetics`.
+
+    Videos must share one shape (convert with a fixed size, or resize in ``transform``);
+    audio may differ in length and channel count, see :class:`ClipBatch`.
+    """
+    if not samples:
+        raise ValueError("collate_clips got an empty batch")
+    videos, audios, labels = [], [], []
+    for i, s in enumerate(samples):
+        if not isinstance(s, (tuple, list)) or len(s) != 3:
+            raise ValueError(f"sample {i} of the batch is not a (video, audio, label) triple: {type(s).__name__}")
+        v, a, y = s
+        if not isinstance(v, torch.Tensor) or not isinstance(a, torch.Tensor) or a.ndim != 2:
+            raise ValueError(f"sample {i}: expected video tensor and audio tensor [K, L], got {type(v).__name__}, "
+                             f"{getattr(a, 'shape', type(a).__name__)}")
+        videos.append(v)
+        audios.append(a)
+        labels.append(int(y))
+    shapes = {tuple(v.shape) for v in videos}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"videos in the batch differ in shape {sorted(shapes)}: convert with video_width/video_height "
+            "or resize in transform so that clips can be stacked"
+        )
+    k = max(a.shape[0] for a in audios)
+    length = max(a.shape[1] for a in audios)
+    audio = torch.zeros((len(audios), k, length), dtype=torch.float32)
+    for i, a in enumerate(audios):
+        audio[i, : a.shape[0], : a.shape[1]] = a
+    return ClipBatch(
+        video=torch.stack(videos),
+        audio=audio,
+        label=torch.tensor(labels, dtype=torch.int64),
+        audio_lengths=torch.tensor([a.shape[1] for a in audios], dtype=torch.int64),
+        audio_channels=torch.tensor([a.shape[0] for a in audios], dtype=torch.int64),
+    )

@@ -1,0 +1,229 @@
+"""The index of a converted split: classes, shards, clip count, and each clip's byte range.
+
+Opening reads the head of ``index.json`` only: the converter writes it with sorted keys, so
+the per-video records (``"videos"``, the one part that grows with the number of videos)
+come last and are left unread until :attr:`DatasetIndex.videos` is asked for. Clip byte
+ranges come from ``offsets.npy`` in pages of :data:`OFFSETS_PAGE` rows, read on first use,
+so neither start-up nor memory grows with the number of videos or clips.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from clipshards.convert.schema import (
+    CODECS,
+    INDEX_NAME,
+    OFFSETS_NAME,
+    ShardFormatError,
+    check_index_version,
+)
+
+from .transport import Transport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DatasetIndex", "ShardEntry", "OFFSETS_PAGE"]
+
+INDEX_CHUNK = 64 * 1024
+OFFSETS_PAGE = 8192
+_VIDEOS_KEY = b',"videos":['
+_ROW_DTYPE = np.dtype("<i8")
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the index lists it; clips ``first_clip .. first_clip + clips - 1`` live in it."""
+
+    name: str
+    clips: int
+    first_clip: int
+    bytes: int
+    sha256: str = ""
+
+
+def split_url(url: str | os.PathLike, split: str) -> str:
+    """``url/split`` for a local path or an fsspec URL."""
+    base = os.fspath(url)
+    if not base:
+        raise ValueError("url is empty: give the folder or URL that was the converter's OUT")
+    if not isinstance(split, str) or not split or "/" in split or split in (".", ".."):
+        raise ValueError(f"split={split!r}: expected a split name such as 'train'")
+    return posixpath.join(base.rstrip("/") or "/", split) if "://" in base else os.path.join(base, split)
+
+
+class DatasetIndex:
+    """The index of ``url/split``: what the loader needs to plan epochs and find clips."""
+
+    def __init__(self, url: str | os.PathLike, split: str = "train", *,
+                 storage_options: Optional[Mapping[str, Any]] = None) -> None:
+        self.split = split
+        self.transport = Transport(split_url(url, split), storage_options=storage_options)
+        head = self._read_head()
+        where = self.transport.url_of(INDEX_NAME)
+        check_index_version(head, where=where)
+        try:
+            self.classes: tuple[str, ...] = tuple(str(c) for c in head["classes"])
+            self.options: dict[str, Any] = dict(head.get("options") or {})
+            self.num_clips = int(head["counts"]["clips"])
+            self.shards: tuple[ShardEntry, ...] = tuple(
+                ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), str(s.get("sha256", "")))
+                for s in head["shards"]
+            )
+            self._offsets_meta = dict(head.get("offsets") or {"name": OFFSETS_NAME})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShardFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
+        self.codec = str(self.options.get("codec", "raw"))
+        if self.codec not in CODECS:
+            raise ShardFormatError(f"{where}: unknown codec {self.codec!r} (known: {CODECS})")
+        first = 0
+        for s in self.shards:
+            if s.first_clip != first or s.clips < 0 or "/" in s.name or s.name in ("", ".", ".."):
+                raise ShardFormatError(f"{where}: shard entry {s} is inconsistent (expected first_clip {first})")
+            first += s.clips
+        if first != self.num_clips:
+            raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {self.num_clips}")
+        self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
+        self._pages: dict[int, np.ndarray] = {}
+        self._data_offset: Optional[int] = None
+        self._videos: Optional[list[dict[str, Any]]] = None
+        logger.debug("opened %s: %d classes, %d clips in %d shards (%s)", where, len(self.classes),
+                     self.num_clips, len(self.shards), self.codec)
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __repr__(self) -> str:
+        return f"DatasetIndex({self.url!r}, clips={self.num_clips}, shards={len(self.shards)}, codec={self.codec!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_videos"] = None
+        return state
+
+    # -- index.json -------------------------------------------------------------------------
+    def _read_head(self) -> dict[str, Any]:
+        """index.json without its trailing ``videos`` list, read in chunks until that key."""
+        buf = bytearray()
+        while True:
+            chunk = self.transport.read(INDEX_NAME, len(buf), len(buf) + INDEX_CHUNK)
+            searched = max(0, len(buf) - len(_VIDEOS_KEY))
+            buf += chunk
+            pos = buf.find(_VIDEOS_KEY, searched)
+            if pos >= 0:
+                try:
+                    head = json.loads(bytes(buf[:pos]) + b"}")
+                    if isinstance(head, dict):
+                        return head
+                except ValueError:
+                    pass
+                return self._parse_whole(buf + self.transport.read(INDEX_NAME, len(buf)))
+            if len(chunk) < INDEX_CHUNK:
+                return self._parse_whole(buf)
+
+    def _parse_whole(self, data: bytes | bytearray) -> dict[str, Any]:
+        try:
+            obj = json.loads(bytes(data))
+        except ValueError as exc:
+            raise ShardFormatError(f"{self.transport.url_of(INDEX_NAME)}: not valid JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise ShardFormatError(f"{self.transport.url_of(INDEX_NAME)}: not a clipshards index (a JSON {type(obj).__name__})")
+        return obj
+
+    @property
+    def videos(self) -> list[dict[str, Any]]:
+        """The per-video records of the index (path, label, status, clips, first_clip, ...).
+        Reads the whole index.json on first use."""
+        if self._videos is None:
+            self._videos = list(self._parse_whole(self.transport.read(INDEX_NAME)).get("videos", []))
+        return self._videos
+
+    # -- offsets.npy ------------------------------------------------------------------------
+    def _offsets_name(self) -> str:
+        return str(self._offsets_meta.get("name", OFFSETS_NAME))
+
+    def _offsets_header(self) -> int:
+        if self._data_offset is not None:
+            return self._data_offset
+        name = self._offsets_name()
+        where = self.transport.url_of(name)
+        prefix = bytes(self.transport.read(name, 0, 4096))
+        buf = io.BytesIO(prefix)
+        try:
+            version = np.lib.format.read_magic(buf)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+            else:
+                raise ShardFormatError(f"unsupported npy version {version}")
+        except Exception as exc:
+            raise ShardFormatError(f"{where}: not an npy array of clip offsets ({exc})") from exc
+        if dtype != _ROW_DTYPE or fortran or tuple(shape) != (self.num_clips, 2):
+            raise ShardFormatError(
+                f"{where}: expected int64 [{self.num_clips}, 2] in C order, found {dtype} {tuple(shape)}"
+                f"{' (Fortran order)' if fortran else ''}"
+            )
+        offset = buf.tell()
+        expected = self._offsets_meta.get("bytes")
+        if expected is not None and int(expected) != offset + 16 * self.num_clips:
+            raise ShardFormatError(f"{where}: {expected} bytes in the index, header says {offset + 16 * self.num_clips}")
+        self._data_offset = offset
+        return offset
+
+    def _page(self, p: int) -> np.ndarray:
+        page = self._pages.get(p)
+        if page is None:
+            base = self._offsets_header()
+            lo, hi = p * OFFSETS_PAGE, min(self.num_clips, (p + 1) * OFFSETS_PAGE)
+            name = self._offsets_name()
+            raw = self.transport.read(name, base + 16 * lo, base + 16 * hi)
+            if len(raw) != 16 * (hi - lo):
+                raise ShardFormatError(f"{self.transport.url_of(name)}: truncated (rows {lo}..{hi - 1} missing)")
+            page = np.frombuffer(raw, dtype=_ROW_DTYPE).reshape(hi - lo, 2)
+            self._pages[p] = page
+        return page
+
+    def byte_ranges(self, start: int, stop: int) -> np.ndarray:
+        """``[stop - start, 2]`` int64: (offset, length) inside its shard of clips ``start..stop-1``."""
+        if not 0 <= start <= stop <= self.num_clips:
+            raise IndexError(f"clips {start}..{stop - 1} are outside 0..{self.num_clips - 1}")
+        parts = []
+        g = start
+        while g < stop:
+            p = g // OFFSETS_PAGE
+            page = self._page(p)
+            lo = g - p * OFFSETS_PAGE
+            hi = min(stop - p * OFFSETS_PAGE, page.shape[0])
+            parts.append(page[lo:hi])
+            g = p * OFFSETS_PAGE + hi
+        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+
+    def shard_of(self, clips: np.ndarray | int) -> np.ndarray | int:
+        """Index of the shard holding each global clip."""
+        return np.searchsorted(self.first_clips, clips, side="right") - 1
+
+    def locate(self, g: int) -> tuple[ShardEntry, int, int]:
+        """``(shard, offset, length)`` of global clip ``g``, checked against the shard's size."""
+        if not 0 <= g < self.num_clips:
+            raise IndexError(f"clip {g} is outside 0..{self.num_clips - 1}")
+        shard = self.shards[int(self.shard_of(g))]
+        off, length = (int(x) for x in self.byte_ranges(g, g + 1)[0])
+        if off < 0 or length <= 0 or off + length > shard.bytes:
+            raise ShardFormatError(
+                f"{self.transport.url_of(self._offsets_name())}: clip {g} has byte range [{off}, {off + length}) "
+                f"outside {shard.name} ({shard.bytes} bytes)"
+            )
+        return shard, off, length

@@ -1,0 +1,165 @@
+"""The epoch plan: which clips each rank and worker reads, in which order. Pure arithmetic.
+
+Everything here is a function of the index's shard sizes and of (seed, epoch, world size,
+rank, worker count, worker), never of timing, so every process computes the same plan
+without talking to the others, and a resumed worker can jump to any position.
+
+1. The clips are cut into *blocks*: runs of at most ``block_size`` consecutive clips inside
+   one shard (``None``: a block is a whole shard, as classic WebDataset shard shuffling).
+2. With shuffle, the blocks are permuted by ``rng(seed, epoch)``; the epoch's clip sequence
+   is the concatenation of the permuted blocks (without shuffle: the global clip order).
+3. The sequence is cut into ``world_size`` contiguous slices of equal length: ``remainder=
+   "pad"`` makes them ``ceil(N / world_size)`` long, repeating clips from the start of the
+   epoch sequence; ``"drop"`` makes them ``N // world_size`` long, leaving out the last clips.
+4. A rank's slice is cut into ``num_workers`` contiguous parts whose lengths differ by at most
+   one; worker ``w`` has the same length on every rank, so every rank yields the same batches.
+5. Within a part, a shuffle buffer of ``shuffle_buffer`` clips permutes the read order as a
+   reservoir does (:func:`buffer_order`), seeded by ``rng(seed, epoch, rank, worker)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["EpochPlan", "Segment", "buffer_order", "rank_length", "part_bounds", "segments", "worker_rng", "batches_of", "REMAINDERS"]
+
+REMAINDERS = ("pad", "drop")
+_BLOCK_STREAM = 0
+_BUFFER_STREAM = 1
+
+
+def rank_length(num_clips: int, world_size: int, remainder: str) -> int:
+    """Clips per rank per epoch."""
+    if num_clips == 0:
+        return 0
+    if remainder == "pad":
+        return -(-num_clips // world_size)
+    return num_clips // world_size
+
+
+def part_bounds(length: int, num_workers: int, worker: int) -> tuple[int, int]:
+    """``[a, b)`` of worker ``worker``'s part of a slice of ``length`` (the first ``length %
+    num_workers`` parts are one longer)."""
+    base, extra = divmod(length, num_workers)
+    a = worker * base + min(worker, extra)
+    return a, a + base + (worker < extra)
+
+
+def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Output order of ``n`` items read in order through a reservoir of ``size`` items.
+
+    The first ``size`` items fill the reservoir; each later item replaces a uniformly chosen
+    occupant, which is emitted; at the end the remaining occupants are emitted in random
+    order. ``out[t]`` is the read position of the t-th emitted item. Emitting ``out[t]`` never
+    needs more than ``size`` items held: ``max(out[:t+1]) < size + t + 1``.
+    """
+    if size <= 1 or n <= 1:
+        return np.arange(n, dtype=np.int64)
+    fill = min(size, n)
+    held = list(range(fill))
+    out = np.empty(n, dtype=np.int64)
+    picks = rng.integers(0, fill, size=n - fill)
+    for t in range(n - fill):
+        j = picks[t]
+        out[t] = held[j]
+        held[j] = fill + t
+    tail = np.array(held, dtype=np.int64)
+    rng.shuffle(tail)
+    out[n - fill:] = tail
+    return out
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``count`` consecutive clips of one shard, starting at global clip ``first``; they are
+    items ``pos .. pos + count - 1`` of a part's read order."""
+
+    shard: int
+    first: int
+    count: int
+    pos: int
+
+
+def segments(clips: np.ndarray, shard_of_clips: np.ndarray, start: int = 0) -> list[Segment]:
+    """Cut ``clips[start:]`` (global clip indices in read order) into sequential runs."""
+    c = np.asarray(clips[start:], dtype=np.int64)
+    if c.size == 0:
+        return []
+    s = np.asarray(shard_of_clips[start:], dtype=np.int64)
+    breaks = np.flatnonzero((np.diff(c) != 1) | (np.diff(s) != 0)) + 1
+    bounds = np.concatenate(([0], breaks, [c.size]))
+    return [Segment(int(s[a]), int(c[a]), int(b - a), start + int(a)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class EpochPlan:
+    """The clip sequence of one epoch and its cut into ranks and workers (see the module doc)."""
+
+    def __init__(
+        self,
+        shard_clips: Sequence[int],
+        *,
+        epoch: int,
+        shuffle: bool,
+        seed: int,
+        block_size: Optional[int],
+        world_size: int = 1,
+        remainder: str = "pad",
+    ) -> None:
+        if remainder not in REMAINDERS:
+            raise ValueError(f"remainder={remainder!r}: must be one of {REMAINDERS}")
+        counts = np.asarray(shard_clips, dtype=np.int64)
+        self.num_clips = int(counts.sum())
+        self.epoch = epoch
+        self.world_size = world_size
+        self.remainder = remainder
+        firsts = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
+        if block_size is None:
+            starts, lengths = firsts[counts > 0], counts[counts > 0]
+        else:
+            per = -(-counts // block_size)
+            shard_idx = np.repeat(np.arange(counts.size), per)
+            within = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+            starts = firsts[shard_idx] + within * block_size
+            lengths = np.minimum(block_size, counts[shard_idx] - within * block_size)
+        if shuffle and starts.size:
+            perm = np.random.default_rng([seed, epoch, _BLOCK_STREAM]).permutation(starts.size)
+            starts, lengths = starts[perm], lengths[perm]
+        self.block_starts = starts
+        self.block_lengths = lengths
+        self._block_ends = np.cumsum(lengths)
+        self.per_rank = rank_length(self.num_clips, world_size, remainder)
+
+    def sequence(self, a: int, b: int) -> np.ndarray:
+        """Global clips at positions ``a .. b-1`` of the epoch sequence (positions past the
+        end wrap around to its start, which is how ``pad`` repeats clips)."""
+        n = self.num_clips
+        if b <= a or n == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.arange(a, b, dtype=np.int64) % n
+        blk = np.searchsorted(self._block_ends, pos, side="right")
+        return self.block_starts[blk] + (pos - (self._block_ends[blk] - self.block_lengths[blk]))
+
+    def part(self, rank: int, num_workers: int, worker: int) -> np.ndarray:
+        """Global clips of one worker of one rank, in read order (before the buffer shuffle)."""
+        a, b = part_bounds(self.per_rank, num_workers, worker)
+        base = rank * self.per_rank
+        return self.sequence(base + a, base + b)
+
+    def part_length(self, num_workers: int, worker: int) -> int:
+        a, b = part_bounds(self.per_rank, num_workers, worker)
+        return b - a
+
+
+def worker_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, _BUFFER_STREAM, rank, worker])
+
+
+def batches_of(samples: int, batch_size: Optional[int], drop_last: bool) -> int:
+    """Batches a DataLoader worker makes from ``samples`` samples."""
+    if batch_size is None:
+        return samples
+    return samples // batch_size if drop_last else math.ceil(samples / batch_size)

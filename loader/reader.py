@@ -1,0 +1,254 @@
+"""Reading clips out of shards: one clip by direct access, or runs of clips as one stream.
+
+Either way the byte range of every clip comes from ``offsets.npy``: a clip is read into its
+own ``bytearray`` (direct access: one ranged read; a run: consecutive ``readinto`` calls on
+one sequential stream opened at the run's first clip), then its tar members are located
+with :mod:`tarfile` and handed to :func:`clipshards.convert.schema.decode_sample` as
+zero-copy views. Only schema members are looked at (``cls``, ``json``, ``audio.npy``,
+``video.npy``, ``fNNNN.jpg``); anything else is skipped unread, so a shard can never make
+the loader unpickle, import or execute anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from clipshards.convert.schema import (
+    AUDIO_MEMBER,
+    LABEL_MEMBER,
+    META_MEMBER,
+    VIDEO_MEMBER,
+    ShardFormatError,
+    decode_npy,
+    decode_sample,
+)
+
+from .index import DatasetIndex
+from .plan import Segment
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ShardReadError", "SampleReader", "parse_sample", "OUTPUT_FORMATS", "to_output"]
+
+OUTPUT_FORMATS = ("TCHW", "THWC")
+_FRAME_FIELD = re.compile(r"f\d{4,}\.jpg")
+_NPY_DTYPES = {VIDEO_MEMBER: np.dtype(np.uint8), AUDIO_MEMBER: np.dtype(np.float32)}
+
+
+def schema_field(field: str) -> bool:
+    return field in (LABEL_MEMBER, META_MEMBER, AUDIO_MEMBER, VIDEO_MEMBER) or bool(_FRAME_FIELD.fullmatch(field))
+
+
+class ShardReadError(RuntimeError):
+    """A clip could not be read: truncated or corrupt shard, or a member outside the schema's
+    rules. Names the shard URL, the global clip and (when known) the tar member."""
+
+    def __init__(self, shard: str, clip: int, member: Optional[str], reason: str) -> None:
+        self.shard, self.clip, self.member, self.reason = shard, clip, member, reason
+        where = f"{shard}: clip {clip}" + (f", member {member!r}" if member else "")
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return (ShardReadError, (self.shard, self.clip, self.member, self.reason))
+
+
+class _BufferFile:
+    """The read/seek/tell :mod:`tarfile` needs, over a memoryview (headers only are read)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._pos + n)
+        data = self._view[self._pos:end].tobytes()
+        self._pos = end
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else len(self._view) + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+@dataclass
+class RawSample:
+    """The schema members of one clip, as views into the buffer it was read into."""
+
+    clip: int
+    shard: str
+    key: str
+    fields: dict[str, memoryview]
+
+
+def parse_sample(buf: bytearray, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
+    """Locate the tar members of one clip in ``buf`` (exactly the clip's byte range).
+
+    ``expected`` is the length the index gives; a shorter ``buf`` means the shard is
+    truncated and the error names the member cut short.
+    """
+    view = memoryview(buf)
+    key: Optional[str] = None
+    fields: dict[str, memoryview] = {}
+    last: Optional[str] = None
+    try:
+        tf = tarfile.open(fileobj=_BufferFile(view), mode="r:")  # type: ignore[arg-type]
+        for ti in tf:
+            last = ti.name
+            if not ti.isreg():
+                continue
+            if ti.offset_data + ti.size > len(view):
+                raise ShardReadError(shard, clip, ti.name, f"truncated: member data ends at byte {ti.offset_data + ti.size} "
+                                                           f"of the clip, only {len(view)} bytes present")
+            k, dot, field = ti.name.partition(".")
+            if key is None:
+                key = k
+            elif k != key:
+                raise ShardReadError(shard, clip, ti.name, f"the clip's byte range holds members of two samples ({key!r}, {k!r})")
+            if not schema_field(field):
+                logger.debug("%s: clip %d: ignoring member %r (not in the schema)", shard, clip, ti.name)
+                continue
+            if field in fields:
+                raise ShardReadError(shard, clip, ti.name, "duplicate member")
+            fields[field] = view[ti.offset_data: ti.offset_data + ti.size]
+        end = tf.offset
+    except ShardReadError:
+        raise
+    except (tarfile.TarError, ValueError, UnicodeError) as exc:
+        member = f"after {last}" if last else "first member header"
+        raise ShardReadError(shard, clip, member, f"corrupt tar data ({type(exc).__name__}: {exc})") from exc
+    if expected is not None and len(view) < expected:
+        raise ShardReadError(shard, clip, last, f"truncated: {len(view)} of {expected} bytes present")
+    if end < len(view):
+        after = f"after {last}" if last else "first member header"
+        raise ShardReadError(shard, clip, after, f"corrupt tar header at byte {end} of the clip ({len(view)} bytes)")
+    if key is None:
+        raise ShardReadError(shard, clip, None, "no tar member in the clip's byte range")
+    return RawSample(clip, shard, key, fields)
+
+
+def _culprit(fields: dict[str, memoryview]) -> Optional[str]:
+    """The field that makes :func:`decode_sample` fail (for the error message only)."""
+    for name in (LABEL_MEMBER, META_MEMBER, AUDIO_MEMBER, VIDEO_MEMBER):
+        if name not in fields:
+            continue
+        try:
+            if name == LABEL_MEMBER:
+                int(bytes(fields[name]).decode("ascii"))
+            elif name == META_MEMBER:
+                json.loads(bytes(fields[name]).decode("utf-8"))
+            else:
+                decode_npy(fields[name], expect=_NPY_DTYPES[name])
+        except Exception:
+            return name
+    return None
+
+
+def decode(raw: RawSample) -> dict[str, Any]:
+    """Arrays of one clip (see :func:`clipshards.convert.schema.decode_sample`); errors name the member."""
+    try:
+        return decode_sample(raw.fields, where=raw.key)
+    except ShardFormatError as exc:
+        field = _culprit(raw.fields)
+        member = f"{raw.key}.{field}" if field else raw.key
+        raise ShardReadError(raw.shard, raw.clip, member, str(exc)) from exc
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Callable[[torch.Tensor], Any]]) -> tuple[Any, torch.Tensor, int]:
+    """torchvision's ``(video, audio, label)``: video uint8 THWC, or TCHW as a permuted view
+    (as torchvision makes it); ``transform`` sees the video only."""
+    video = _tensor(sample["video"])
+    if output_format == "TCHW":
+        video = video.permute(0, 3, 1, 2)
+    if transform is not None:
+        video = transform(video)
+    return video, _tensor(sample["audio"]), int(sample["label"])
+
+
+class SampleReader:
+    """Reads the clips of one converted split through its index's transport."""
+
+    def __init__(self, index: DatasetIndex) -> None:
+        self.index = index
+
+    def fetch(self, g: int) -> RawSample:
+        """Clip ``g`` by one ranged read of its bytes."""
+        shard, off, length = self.index.locate(g)
+        url = self.index.transport.url_of(shard.name)
+        try:
+            buf = self.index.transport.read(shard.name, off, off + length)
+        except OSError as exc:
+            raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
+        return parse_sample(buf, shard=url, clip=g, expected=length)
+
+    def stream(self, segs: list[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+        """``(position, sample or error)`` for every clip of the segments, in order.
+
+        Each segment is read as one sequential stream. When the stream fails (short read, I/O
+        error), the rest of that segment is read clip by clip by direct access, so damage in
+        one place costs only the clips it touches.
+        """
+        for seg in segs:
+            yield from self._segment(seg)
+
+    def _segment(self, seg: Segment) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+        index = self.index
+        shard = index.shards[seg.shard]
+        url = index.transport.url_of(shard.name)
+        ranges = index.byte_ranges(seg.first, seg.first + seg.count)
+        start = int(ranges[0, 0])
+        end = int(ranges[-1, 0] + ranges[-1, 1])
+        done = 0
+        try:
+            reader = index.transport.open_range(shard.name, start, end)
+        except OSError as exc:
+            reader = None
+            logger.warning("%s: cannot open for reading (%s); reading clip by clip", url, exc)
+        if reader is not None:
+            with reader:
+                pos = start
+                for j in range(seg.count):
+                    off, length = int(ranges[j, 0]), int(ranges[j, 1])
+                    g = seg.first + j
+                    if off != pos:
+                        yield seg.pos + j, ShardReadError(url, g, None, f"offsets.npy puts it at byte {off}, the previous clip ends at {pos}")
+                        done = j + 1
+                        break
+                    buf = bytearray(length)
+                    try:
+                        got = reader.readinto(buf)
+                    except OSError as exc:
+                        yield seg.pos + j, ShardReadError(url, g, None, f"read failed at byte {pos}: {exc}")
+                        done = j + 1
+                        break
+                    pos += got
+                    if got < length:
+                        del buf[got:]
+                    try:
+                        item: RawSample | ShardReadError = parse_sample(buf, shard=url, clip=g, expected=length)
+                    except ShardReadError as exc:
+                        item = exc
+                    yield seg.pos + j, item
+                    done = j + 1
+                    if got < length:
+                        break
+        for j in range(done, seg.count):
+            try:
+                item = self.fetch(seg.first + j)
+            except ShardReadError as exc:
+                item = exc
+            yield seg.pos + j, item
