@@ -103,7 +103,7 @@ def convert(
             )
         _clear(loc)
 
-    with make_engine(engine, opts.resolved_workers, ray_address) as eng:
+    with make_engine(engine, opts.workers if engine == "ray" else opts.resolved_workers, ray_address) as eng:
         probes = list(
             tqdm(
                 eng.map_ordered(probe_entry, layout.videos, window=4 * eng.workers),
@@ -185,8 +185,8 @@ def _clear(loc: Location) -> None:
     for name in loc.listdir():
         if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME, OFFSETS_NAME):
             loc.remove(name)
-    for name in loc.listdir(PROGRESS_DIR):
-        loc.remove(f"{PROGRESS_DIR}/{name}")
+    loc.remove_tree(PROGRESS_DIR)
+    loc.remove_tree(SPOOL_DIR)
 
 
 def _report_from_index(index: dict[str, Any], report_json: dict[str, Any], url: str, split: str) -> ConvertReport:
@@ -338,6 +338,8 @@ class _Run:
                 close()
             if spool_dir:
                 shutil.rmtree(spool_dir, ignore_errors=True)
+            else:
+                self.loc.remove_tree(SPOOL_DIR)
 
     def _consume(self, e, rec: VideoRecord, res: VideoResult, spool: Location, skip: int) -> None:
         info = res.info
@@ -399,9 +401,4 @@ class _Run:
         rep.videos, rep.shards, rep.clips, rep.bytes = videos, shards, self.global_clips, self.bytes
         self.loc.write_bytes_atomic(REPORT_NAME, json.dumps(rep.to_json(), indent=1, ensure_ascii=False).encode("utf-8"))
         self.loc.write_bytes_atomic(INDEX_NAME, dumps_json(index))
-        for name in self.loc.listdir(PROGRESS_DIR):
-            self.loc.remove(f"{PROGRESS_DIR}/{name}")
-        try:
-            self.loc.fs.rmdir(self.loc.path(PROGRESS_DIR))
-        except (OSError, FileNotFoundError, NotImplementedError):
-            pass
+        self.loc.remove_tree(PROGRESS_DIR)

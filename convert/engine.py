@@ -109,9 +109,19 @@ def _done_future(value: Any) -> Future:
 
 
 class RayEngine(Engine):
-    """Tasks on a Ray cluster (``address=None`` starts or joins a local one)."""
+    """Tasks on a Ray cluster: ``address=None`` joins the cluster this process is connected to,
+    or the one named by ``RAY_ADDRESS``, else starts a local one.
 
-    def __init__(self, workers: int, address: Optional[str] = None, max_retries: int = 3):
+    ``workers=0`` sizes the window of tasks in flight to the cluster's CPUs. A task whose
+    worker process dies is run again by Ray up to ``max_retries`` times; a task is a pure
+    function of its video, so a retry writes the same spool bytes.
+    """
+
+    def __init__(self, workers: int = 0, address: Optional[str] = None, max_retries: int = 3):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: one per cluster CPU), got {workers}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -121,31 +131,38 @@ class RayEngine(Engine):
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
             self._owns = True
-        self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.max_retries = max_retries
+        logger.info("ray engine: %d tasks in flight at most, %d retries per task", 2 * self.workers, max_retries)
 
     def map_ordered(self, fn, tasks, *, window=None):
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(fn)
         window = window or 2 * self.workers
+        crashed = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)
         pending: deque = deque()
         it = iter(tasks)
         exhausted = False
-        while True:
-            while not exhausted and len(pending) < window:
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    try:
+                        t = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.append(remote.remote(t))
+                if not pending:
+                    return
+                ref = pending.popleft()
                 try:
-                    t = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append(remote.remote(t))
-            if not pending:
-                return
-            ref = pending.popleft()
-            try:
-                yield ray.get(ref)
-            except ray.exceptions.WorkerCrashedError as exc:
-                yield WorkerCrashed(f"ray worker died {self.max_retries + 1} times: {exc}")
+                    result = ray.get(ref)
+                except crashed as exc:
+                    result = WorkerCrashed(f"ray worker died {self.max_retries + 1} times: {type(exc).__name__}")
+                yield result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
 
     def close(self) -> None:
         if self._owns:

@@ -94,18 +94,28 @@ class Location:
         if self.is_local:
             os.makedirs(self.root, exist_ok=True)
 
+    def _fresh(self, path: str) -> str:
+        """``path``, with the filesystem's cached listings of it dropped.
+
+        Object-store filesystems cache listings per process; another process (an interrupted
+        run, a Ray worker) may have written since, so each query asks the store.
+        """
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        return self.fs.exists(self._fresh(self.path(name)))
 
     def size(self, name: str) -> Optional[int]:
         try:
-            return int(self.fs.size(self.path(name)))
+            return int(self.fs.size(self._fresh(self.path(name))))
         except (FileNotFoundError, OSError):
             return None
 
     def listdir(self, sub: str = "") -> list[str]:
         """Base names under ``sub`` (empty list when it does not exist)."""
-        target = self.path(sub) if sub else self.root
+        target = self._fresh(self.path(sub) if sub else self.root)
         try:
             entries = self.fs.ls(target, detail=False)
         except (FileNotFoundError, OSError):
@@ -123,9 +133,23 @@ class Location:
         except (FileNotFoundError, OSError):
             pass
 
+    def remove_tree(self, sub: str) -> None:
+        """Remove every file under ``sub`` and, on a local disk, the folder itself."""
+        for name in self.listdir(sub):
+            self.remove(f"{sub}/{name}")
+        if self.is_local:
+            try:
+                os.rmdir(self.path(sub))
+            except OSError:
+                pass
+
     @contextmanager
-    def open_atomic(self, name: str) -> Iterator[Any]:
-        """Open ``name`` for writing so that it appears only once closed without error."""
+    def open_atomic(self, name: str, *, durable: bool = True) -> Iterator[Any]:
+        """Open ``name`` for writing so that it appears only once closed without error.
+
+        ``durable=False`` skips the local ``fsync``: for scratch files read back and deleted
+        within seconds (the spool), which then need never reach the disk.
+        """
         final = self.path(name)
         if self.is_local:
             parent = posixpath.dirname(final)
@@ -135,7 +159,8 @@ class Location:
                 with open(tmp, "wb") as fh:
                     yield fh
                     fh.flush()
-                    os.fsync(fh.fileno())
+                    if durable:
+                        os.fsync(fh.fileno())
                 os.replace(tmp, final)
             except BaseException:
                 try:
@@ -148,20 +173,38 @@ class Location:
             try:
                 yield fh
             except BaseException:
-                # abandon the upload: without close() no object is created
-                discard = getattr(fh, "discard", None)
-                if discard is not None:
-                    try:
-                        discard()
-                    except Exception:  # pragma: no cover - best effort
-                        logger.debug("discarding upload of %s failed", self.join_url(name), exc_info=True)
+                _abandon(fh, self.join_url(name))
                 raise
-            else:
+            try:
                 fh.close()
+            except BaseException:
+                _abandon(fh, self.join_url(name))
+                raise
 
     def write_bytes_atomic(self, name: str, data: bytes) -> None:
         with self.open_atomic(name) as fh:
             fh.write(data)
+
+
+def _abandon(fh: Any, url: str) -> None:
+    """Give up an unfinished upload so that no object, partial or not, appears at ``url``.
+
+    ``discard()`` aborts a started multipart (S3) or resumable (GCS) upload. The file is then
+    marked closed: otherwise its ``__del__`` would call ``close()``, and gcsfs would upload
+    the buffered part of a small file as a complete object.
+    """
+    discard = getattr(fh, "discard", None)
+    if discard is not None:
+        try:
+            discard()
+        except Exception:
+            logger.debug("discarding the unfinished upload of %s failed", url, exc_info=True)
+    try:
+        fh.closed = True
+    except AttributeError:
+        pass
+    if hasattr(fh, "buffer"):
+        fh.buffer = None
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
