@@ -137,7 +137,13 @@ def convert(
         if existing is not None and overwrite:
             _clear(loc)
         run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report)
-        run.execute()
+        try:
+            run.execute()
+        except OSError as exc:
+            raise ConversionError(
+                f"writing {loc.url} failed ({type(exc).__name__}: {exc}); finished shards are kept, "
+                "run the same command again to resume"
+            ) from exc
     report.seconds = time.perf_counter() - started
     logger.info(report.summary())
     return report
