@@ -22,7 +22,7 @@ class ClipLoader(DataLoader):
     state, the workers' roles are rotated so the next batch comes from the worker that
     would have made it: the resumed run yields exactly the batches the uninterrupted one
     would have (same world size and ``num_workers``). ``collate_fn`` defaults to
-    :func:`collate_clips`.
+    :func:`collate_clips` (with ``batch_size=None`` samples come unbatched, as they are).
     """
 
     def __init__(self, dataset: StreamingKinetics, batch_size: Optional[int] = 1, **kwargs: Any) -> None:
@@ -30,7 +30,8 @@ class ClipLoader(DataLoader):
             raise ValueError(f"ClipLoader needs a StreamingKinetics, got {type(dataset).__name__}")
         if kwargs.get("in_order", True) is not True:
             raise ValueError("in_order=False makes the batch order depend on timing; ClipLoader needs in_order=True")
-        kwargs.setdefault("collate_fn", collate_clips)
+        if batch_size is not None:
+            kwargs.setdefault("collate_fn", collate_clips)
         super().__init__(dataset, batch_size=batch_size, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
