@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VideoError", "Probe", "probe", "target_size", "DecodedClip", "iter_clips"]
 
-av.logging.set_level(av.logging.PANIC)
+# No Python log callback: with one installed, a frame-threaded decoder that logs an error
+# while its context is being freed waits for the GIL held by the freeing thread (a deadlock
+# seen on corrupt files). FFmpeg's messages still reach the VideoError text via strerror.
+av.logging.set_level(None)
 
 
 class VideoError(Exception):
