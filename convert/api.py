@@ -333,9 +333,11 @@ class _Run:
             elif self.unmarked and self.shards:
                 pass  # their records are carried into the index below
             self._write_index()
-        except BaseException:
+        except BaseException as exc:
             if self.writer is not None:
                 self.writer.abort()
+            if isinstance(exc, StrictModeError):
+                _clear(self.loc)  # a refused conversion leaves no shard behind, as documented
             raise
         finally:
             bar.close()

@@ -14,6 +14,9 @@ import io
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -165,10 +168,13 @@ def reference_videos(root: str | os.PathLike, split: str = "train", extensions=(
     return found
 
 
-def reference_dataset(root: str | os.PathLike, *, split: str = "train", extensions=("avi", "mp4"), **options) -> list[RefClip]:
-    """All clips of a dataset, in global clip order (videos giving no clip contribute none)."""
+def reference_dataset(root: str | os.PathLike, *, split: str = "train", extensions=("avi", "mp4"), exclude=(), **options) -> list[RefClip]:
+    """All clips of a dataset, in global clip order (videos giving no clip contribute none;
+    ``exclude`` names unusable videos, relative to ``root``, that the reference must not open)."""
     clips = []
     for rel, label in reference_videos(root, split, extensions):
+        if rel in exclude:
+            continue
         ref = reference_video(Path(root) / rel, **options)
         for c, (idx, video, audio) in enumerate(ref.clips):
             clips.append(RefClip(label, rel, c, idx, video, audio))
@@ -303,3 +309,17 @@ def run_cli(*args: Any) -> int:
         return main(["convert", *(str(a) for a in args)])
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+def run_command(args: list, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m clipshards.convert ARGS`` in its own process group, killed whole on timeout
+    (so a hung worker pool cannot outlive the test)."""
+    proc = subprocess.Popen([sys.executable, "-m", "clipshards.convert", *(str(a) for a in args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
