@@ -19,7 +19,19 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .index import DatasetIndex
-from .plan import REMAINDERS, EpochPlan, batches_of, buffer_order, part_bounds, rank_length, segments, worker_rng
+from .plan import (
+    AUTO,
+    REMAINDERS,
+    EpochPlan,
+    auto_block_size,
+    auto_shuffle_buffer,
+    batches_of,
+    buffer_order,
+    part_bounds,
+    rank_length,
+    segments,
+    worker_rng,
+)
 from .reader import OUTPUT_FORMATS, RawSample, SampleReader, ShardReadError, decode, to_output
 
 logger = logging.getLogger(__name__)
@@ -29,8 +41,6 @@ __all__ = ["IndexedKinetics", "StreamingKinetics", "ERROR_POLICIES", "STATE_FORM
 ERROR_POLICIES = ("raise", "skip")
 STATE_FORMAT = "clipshards.loader.StreamingKinetics"
 STATE_VERSION = 1
-DEFAULT_SHUFFLE_BUFFER = 64
-DEFAULT_BLOCK_SIZE = 16
 _SKIP_SLOTS = 64
 
 Transform = Callable[[torch.Tensor], Any]
@@ -119,15 +129,21 @@ class _Position:
 
 
 class StreamingKinetics(_KineticsBase, IterableDataset):
-    """Iterable dataset for training: reads shards sequentially, shuffles by blocks and a buffer.
+    """Iterable dataset for training: reads shards in sequential runs, shuffles by blocks and a buffer.
 
     Each epoch is a deterministic plan (see :mod:`clipshards.loader.plan`): blocks of up to
     ``block_size`` consecutive clips (``None``: whole shards) are permuted with
     ``(seed, epoch)``; the sequence is cut into equal slices for the ranks of
     ``torch.distributed`` (or ``rank``/``world_size``) and into parts for the DataLoader
-    workers; each worker reads its part and shuffles it through a buffer of
+    workers; each worker reads its part block by block and shuffles it through a buffer of
     ``shuffle_buffer`` clips. Call :meth:`set_epoch` before each epoch, as with
     ``DistributedSampler``; without it every epoch repeats the same order.
+
+    ``block_size="auto"`` makes a block one read of about 4 MiB (raw 16 x 256 x 340 clips:
+    one clip a block, a uniformly random order; JPEG clips of that size: about ten);
+    ``shuffle_buffer="auto"`` holds about 256 MiB of clips (none when blocks are single
+    clips). The resolved values are the attributes ``block_size`` and ``shuffle_buffer``.
+    ``benchmarks/shuffle_quality.py`` measures what each choice gives.
 
     ``remainder``: when the clip count does not divide by the world size, ``"pad"`` (default,
     as ``DistributedSampler``) repeats clips from the start of the epoch, ``"drop"`` leaves
@@ -145,8 +161,8 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         split: str = "train",
         *,
         shuffle: bool = True,
-        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-        block_size: Optional[int] = DEFAULT_BLOCK_SIZE,
+        shuffle_buffer: int | str = AUTO,
+        block_size: int | str | None = AUTO,
         seed: int = 0,
         output_format: str = "TCHW",
         transform: Optional[Transform] = None,
@@ -159,8 +175,10 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         _check_common(output_format, transform)
         if not isinstance(shuffle, bool):
             raise ValueError(f"shuffle={shuffle!r}: must be True or False")
-        self.shuffle_buffer = _int_option("shuffle_buffer", shuffle_buffer, 0)
-        self.block_size = _int_option("block_size", block_size, 1, allow_none=True)
+        buffer_opt = shuffle_buffer if isinstance(shuffle_buffer, str) and shuffle_buffer == AUTO else \
+            _int_option("shuffle_buffer", shuffle_buffer, 0)
+        block_opt = block_size if isinstance(block_size, str) and block_size == AUTO else \
+            _int_option("block_size", block_size, 1, allow_none=True)
         self.seed = _int_option("seed", seed, 0)
         if errors not in ERROR_POLICIES:
             raise ValueError(f"errors={errors!r}: must be one of {ERROR_POLICIES}")
@@ -177,6 +195,10 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         self.remainder = remainder
         self.index = DatasetIndex(url, split, storage_options=storage_options)
         self._reader = SampleReader(self.index)
+        clip_bytes = self.index.clip_bytes
+        self.block_size: Optional[int] = auto_block_size(clip_bytes) if block_opt == AUTO else block_opt  # type: ignore[assignment]
+        self.shuffle_buffer: int = (auto_shuffle_buffer(clip_bytes, self.block_size) if buffer_opt == AUTO
+                                    else buffer_opt)  # type: ignore[assignment]
         # shared with DataLoader workers (also persistent ones): [epoch, skipped per worker slot...]
         self._shared = torch.zeros(1 + _SKIP_SLOTS, dtype=torch.int64).share_memory_()
         self._position = _Position(epoch=0)

@@ -99,6 +99,11 @@ class DatasetIndex:
                      self.num_clips, len(self.shards), self.codec)
 
     @property
+    def clip_bytes(self) -> float:
+        """Mean bytes of a clip in the shards (0 for an empty split)."""
+        return sum(s.bytes for s in self.shards) / self.num_clips if self.num_clips else 0.0
+
+    @property
     def url(self) -> str:
         return self.transport.url
 

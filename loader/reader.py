@@ -198,9 +198,10 @@ class SampleReader:
     def stream(self, segs: list[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         """``(position, sample or error)`` for every clip of the segments, in order.
 
-        Each segment is read as one sequential stream. When the stream fails (short read, I/O
-        error), the rest of that segment is read clip by clip by direct access, so damage in
-        one place costs only the clips it touches.
+        Each segment of several clips is read as one sequential stream (a single clip: one
+        ranged read). When the stream fails (short read, I/O error), the rest of that segment
+        is read clip by clip by direct access, so damage in one place costs only the clips it
+        touches.
         """
         for seg in segs:
             yield from self._segment(seg)
@@ -213,11 +214,14 @@ class SampleReader:
         start = int(ranges[0, 0])
         end = int(ranges[-1, 0] + ranges[-1, 1])
         done = 0
-        try:
-            reader = index.transport.open_range(shard.name, start, end)
-        except OSError as exc:
+        if seg.count == 1:
             reader = None
-            logger.warning("%s: cannot open for reading (%s); reading clip by clip", url, exc)
+        else:
+            try:
+                reader = index.transport.open_range(shard.name, start, end, size=shard.bytes)
+            except OSError as exc:
+                reader = None
+                logger.warning("%s: cannot open for reading (%s); reading clip by clip", url, exc)
         if reader is not None:
             with reader:
                 pos = start
