@@ -45,6 +45,7 @@ __all__ = ["convert", "ConversionError", "StrictModeError"]
 
 PROGRESS_DIR = "_progress"
 SPOOL_DIR = "_spool"
+SPOOL_PREFIX = "clipshards-spool-"  # + pid + "-": local spool folders, see _remove_orphan_spools
 
 
 class ConversionError(RuntimeError):
@@ -94,6 +95,7 @@ def convert(
     if existing is not None and not opts.dry_run:
         if existing.get("fingerprint") == fingerprint:
             logger.info("%s already holds this conversion (same input and options); nothing to do", loc.url)
+            loc.remove_tree(PROGRESS_DIR)  # a run killed right after writing its index left these
             report_json = _read_json(loc, REPORT_NAME) or {}
             return _report_from_index(existing, report_json, loc.url, opts.split)
         if not overwrite:
@@ -185,6 +187,24 @@ def _read_json(loc: Location, name: str) -> Optional[dict[str, Any]]:
     except ValueError:
         logger.warning("%s is not valid JSON; ignoring it", loc.join_url(name))
         return None
+
+
+def _remove_orphan_spools() -> None:
+    """Delete local spool folders of conversions whose process is gone (killed runs)."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith(SPOOL_PREFIX):
+            continue
+        pid = name[len(SPOOL_PREFIX):].partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            logger.info("removing the spool of a killed conversion: %s", os.path.join(tmp, name))
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _clear(loc: Location) -> None:
@@ -287,7 +307,8 @@ class _Run:
         opts, layout = self.opts, self.layout
         start_video, start_clip = self._resume()
         if self.engine_name == "local":
-            spool_dir = tempfile.mkdtemp(prefix="clipshards-spool-")
+            _remove_orphan_spools()
+            spool_dir = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
             spool_url = spool_dir
         else:
             spool_dir = None
