@@ -91,6 +91,8 @@ def convert(
         redact(storage_options),
     )
     fingerprint = _fingerprint(layout, opts)
+    if engine == "local":
+        _remove_orphan_spools()
     existing = _read_json(loc, INDEX_NAME)
     if existing is not None and not opts.dry_run:
         if existing.get("fingerprint") == fingerprint:
@@ -307,7 +309,6 @@ class _Run:
         opts, layout = self.opts, self.layout
         start_video, start_clip = self._resume()
         if self.engine_name == "local":
-            _remove_orphan_spools()
             spool_dir = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
             spool_url = spool_dir
         else:
