@@ -40,6 +40,7 @@ __all__ = [
     "shard_name",
     "frame_member",
     "encode_npy",
+    "npy_header",
     "decode_npy",
     "encode_sample",
     "decode_sample",
@@ -97,14 +98,13 @@ def encode_npy(array: np.ndarray) -> bytes:
     return b"".join((header.getvalue(), memoryview(array).cast("B") if array.size else b""))
 
 
-def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -> np.ndarray:
-    """Parse NPY bytes without pickle and without copying the payload.
-
-    Raises :class:`ShardFormatError` for object dtypes, a dtype other than ``expect``,
-    or a payload whose length does not match the header.
-    """
-    mv = memoryview(data)
-    buf = io.BytesIO(mv)
+def npy_header(data: bytes | memoryview) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, payload_offset)`` of NPY bytes; reads the header only,
+    so ``data`` may be just a prefix of the array's bytes. Raises :class:`ShardFormatError`."""
+    mv = memoryview(data).cast("B")
+    major = mv[6] if len(mv) > 6 else 0
+    size = 10 + int.from_bytes(mv[8:10], "little") if major == 1 else 12 + int.from_bytes(mv[8:12], "little")
+    buf = io.BytesIO(mv[:size])
     try:
         version = np.lib.format.read_magic(buf)
         if version == (1, 0):
@@ -117,11 +117,21 @@ def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -
         raise
     except Exception as exc:
         raise ShardFormatError(f"not an npy array: {exc}") from exc
+    return tuple(shape), bool(fortran), dtype, buf.tell()
+
+
+def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -> np.ndarray:
+    """Parse NPY bytes without pickle and without copying the payload.
+
+    Raises :class:`ShardFormatError` for object dtypes, a dtype other than ``expect``,
+    or a payload whose length does not match the header.
+    """
+    mv = memoryview(data)
+    shape, fortran, dtype, offset = npy_header(mv)
     if dtype.hasobject:
         raise ShardFormatError(f"refusing npy with object dtype {dtype}")
     if expect is not None and dtype != expect:
         raise ShardFormatError(f"expected dtype {expect}, found {dtype}")
-    offset = buf.tell()
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if len(mv) - offset != count * dtype.itemsize:
         raise ShardFormatError(

@@ -9,7 +9,6 @@ so neither start-up nor memory grows with the number of videos or clips.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from clipshards.convert.schema import (
     OFFSETS_NAME,
     ShardFormatError,
     check_index_version,
+    npy_header,
 )
 
 from .transport import Transport
@@ -92,6 +92,8 @@ class DatasetIndex:
         if first != self.num_clips:
             raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {self.num_clips}")
         self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
+        for s in self.shards:
+            self.transport.known(s.name, size=s.bytes, sha256=s.sha256)
         self._pages: dict[int, np.ndarray] = {}
         self._data_offset: Optional[int] = None
         self._videos: Optional[list[dict[str, Any]]] = None
@@ -164,24 +166,15 @@ class DatasetIndex:
             return self._data_offset
         name = self._offsets_name()
         where = self.transport.url_of(name)
-        prefix = bytes(self.transport.read(name, 0, 4096))
-        buf = io.BytesIO(prefix)
         try:
-            version = np.lib.format.read_magic(buf)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-            else:
-                raise ShardFormatError(f"unsupported npy version {version}")
-        except Exception as exc:
+            shape, fortran, dtype, offset = npy_header(self.transport.read(name, 0, 4096))
+        except ShardFormatError as exc:
             raise ShardFormatError(f"{where}: not an npy array of clip offsets ({exc})") from exc
         if dtype != _ROW_DTYPE or fortran or tuple(shape) != (self.num_clips, 2):
             raise ShardFormatError(
                 f"{where}: expected int64 [{self.num_clips}, 2] in C order, found {dtype} {tuple(shape)}"
                 f"{' (Fortran order)' if fortran else ''}"
             )
-        offset = buf.tell()
         expected = self._offsets_meta.get("bytes")
         if expected is not None and int(expected) != offset + 16 * self.num_clips:
             raise ShardFormatError(f"{where}: {expected} bytes in the index, header says {offset + 16 * self.num_clips}")
