@@ -456,10 +456,13 @@ class Transport:
         for attempt in range(opts.retries + 1):
             try:
                 return fn()
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
             except Exception as exc:
-                if not is_transient(exc):
+                if isinstance(exc, FileNotFoundError):
+                    # fsspec's HTTP stat reports any failure, a 503 too, as "not found"
+                    if exc.__cause__ is None or not is_transient(exc.__cause__):
+                        raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
+                    exc = exc.__cause__  # type: ignore[assignment]
+                elif not is_transient(exc):
                     raise
                 if attempt == opts.retries:
                     raise TransportError(self.url_of(name), what, attempt + 1, exc) from exc
@@ -484,6 +487,13 @@ class Transport:
             self._executor = ThreadPoolExecutor(1 + self.options.readahead, thread_name_prefix="clipshards-readahead")
             self._executor_pid = os.getpid()
         return self._executor
+
+    def known(self, name: str, *, size: int, sha256: str = "") -> None:
+        """Record what the index says of a file (its size and content hash): the cache then
+        keys its blocks by content, and no stat request is needed for it."""
+        self._sizes[name] = int(size)
+        if sha256:
+            self._info[name] = (int(size), f"sha256:{sha256}")
 
     # -- remote requests ------------------------------------------------------------------
     def _stat(self, name: str) -> tuple[int, str]:

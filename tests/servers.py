@@ -209,7 +209,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         except OSError:
             self.send_error(404, "File not found")
             return None
-        size = os.fstat(fh.fileno()).st_size
+        st = os.fstat(fh.fileno())
+        size = st.st_size
         start, end = 0, size - 1
         header = self.headers.get("Range")
         status = 200
@@ -234,6 +235,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             status = 206
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("ETag", f'"{st.st_mtime_ns:x}-{size:x}"')
+        self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:
@@ -484,6 +487,9 @@ class FaultProxy:
         self._listener: Optional[socket.socket] = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most requests being forwarded at the same time (read-ahead shows as > 1)."""
 
     @property
     def port(self) -> int:
@@ -503,6 +509,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.records.clear()
+            self.max_in_flight = self.in_flight
 
     def fired(self, action: Optional[str] = None) -> list[ProxyRecord]:
         return [r for r in self.records if r.action != "pass" and (action is None or r.action == action)]
@@ -591,9 +598,16 @@ class FaultProxy:
                     self._release.wait()
                     _abort(client)
                     return
-                if fault is not None and fault.action == "delay":
-                    time.sleep(fault.seconds)
-                keep = self._forward(client, method, _build_head(first, headers) + body, record, fault)
+                with self._lock:
+                    self.in_flight += 1
+                    self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    if fault is not None and fault.action == "delay":
+                        time.sleep(fault.seconds)
+                    keep = self._forward(client, method, _build_head(first, headers) + body, record, fault)
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
                 if not keep:
                     break
         except (_Closed, OSError, ValueError):
