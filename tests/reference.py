@@ -148,7 +148,7 @@ def reference_video(
             start, stop = idx[0] / fps, (idx[-1] + 1) / fps
             a = max(0, math.floor((start - t_first) * sr + 0.5))
             b = min(audio.shape[1], math.floor((stop - t_first) * sr + 0.5))
-            clip_audio = audio[:, a:b]
+            clip_audio = audio[:, a : max(a, b)]  # b < a (a clip before the audio starts): empty
         else:
             clip_audio = EMPTY_AUDIO
         out.clips.append((idx, video, clip_audio))
@@ -274,16 +274,18 @@ def make_mixed_dataset(root: str | os.PathLike, videos: Optional[dict] = None) -
 
 
 def remux(src: str | os.PathLike, dst: str | os.PathLike, *, video: bool = True, audio: bool = True,
-          garble: bool = False, options: Optional[dict] = None) -> Path:
-    """Copy ``src``'s packets into ``dst``: dropping streams, or with the video payload
-    replaced by random bytes (a well-formed container whose video cannot be decoded)."""
+          garble: bool = False, options: Optional[dict] = None, keep=None) -> Path:
+    """Copy ``src``'s packets into ``dst``: dropping streams, or packets for which
+    ``keep(packet)`` is false, or with the video payload replaced by random bytes (a
+    well-formed container whose video cannot be decoded)."""
     rng = np.random.default_rng(0)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with av.open(os.fspath(src)) as i, av.open(os.fspath(dst), "w", options=options or {}) as o:
         streams = {s.index: o.add_stream_from_template(s) for s in i.streams
                    if (s.type == "video" and video) or (s.type == "audio" and audio)}
         for p in i.demux():
             idx = p.stream.index
-            if idx not in streams or p.dts is None:
+            if idx not in streams or p.dts is None or (keep is not None and not keep(p)):
                 continue
             if garble and p.stream.type == "video":
                 q = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
