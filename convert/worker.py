@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import av
+
 from .decode import VideoError, VideoInfo, expected_clips, iter_clips
 from .layout import VideoEntry
 from .options import ConvertOptions
@@ -103,6 +105,11 @@ def convert_video(task: VideoTask) -> VideoResult:
     except MemoryError:
         spool.remove(name)
         return VideoResult(e.index, ok=False, reason="out of memory while decoding", info=info)
+    except (av.error.FFmpegError, ValueError, RuntimeError, ArithmeticError, IndexError) as exc:
+        # a file that trips the decoder in an unforeseen way costs that video, not the run
+        logger.warning("%s: unexpected decoder error", e.relpath, exc_info=True)
+        spool.remove(name)
+        return VideoResult(e.index, ok=False, reason=f"decoder error: {type(exc).__name__}: {exc}", info=info)
     total = expected_clips(info.num_frames, info.fps, o.frame_rate, o.frames_per_clip, o.step_between_clips)
     if total == 0:
         spool.remove(name)

@@ -158,3 +158,24 @@ def test_exit_statuses_are_documented():
     for words in ("3 converted, but some videos were skipped", "4 --strict", "2 bad arguments"):
         assert words in cli.EXIT_STATUS_HELP
         assert words.split(" ", 1)[0] in cli.__doc__
+
+
+def test_unexpected_decoder_error_skips_that_video_only(tmp_path, monkeypatch):
+    """An exception the decoder was not written for costs one video, not the run."""
+    import clipshards.convert.worker as worker
+
+    root = tmp_path / "ds"
+    _good(root)
+    write_video(root / "train" / "m_bad" / "odd.mp4", VideoSpec(frames=12, seed=3))
+    real = worker.iter_clips
+
+    def failing(path, **kw):
+        if path.endswith("odd.mp4"):
+            raise RuntimeError("simulated decoder failure")
+        return real(path, **kw)
+
+    monkeypatch.setattr(worker, "iter_clips", failing)
+    out = tmp_path / "out"
+    assert run_cli(root, out, "-T", T, "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
+    _check_report(out, {"train/m_bad/odd.mp4": "decoder error: RuntimeError: simulated decoder failure"})
+    assert_same_clips(read_shards(out / "train"), reference_dataset(root, frames_per_clip=T, exclude={"train/m_bad/odd.mp4"}))
