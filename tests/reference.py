@@ -256,13 +256,14 @@ MIXED = {
     "train/bowling/no_audio.mp4": dict(frames=20, audio_codec=None, seed=3),
     "train/bowling/ntsc_odd_size.mp4": dict(frames=33, fps=Fraction(30000, 1001), width=63, height=47, channels=1,
                                             sample_rate=16000, seed=4),
+    "train/bowling/portrait.mp4": dict(frames=16, width=36, height=64, audio_codec=None, seed=9),
     "train/juggling balls/pcm.avi": dict(frames=24, codec="mpeg4", audio_codec="pcm_s16le", sample_rate=8000, seed=5),
     "train/juggling balls/nested/bframes.mp4": dict(frames=28, bframes=2, seed=6),
     "val/archery/v.mp4": dict(frames=18, seed=7),
     "val/bowling/w.avi": dict(frames=21, codec="mpeg4", audio_codec="mp3", sample_rate=22050, seed=8),
 }
 """Small videos covering the issue's cases: H.264+AAC, MPEG-4+MP3 in AVI, no audio,
-29.97 fps at an odd size with mono audio, PCM in AVI, B-frames, a nested folder, two splits."""
+29.97 fps at an odd size with mono audio, portrait, PCM in AVI, B-frames, a nested folder, two splits."""
 
 
 def make_mixed_dataset(root: str | os.PathLike, videos: Optional[dict] = None) -> Path:
