@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import torch
+from torch.utils.data import get_worker_info
 
 __all__ = ["ClipBatch", "collate_clips"]
 
@@ -53,13 +55,24 @@ def collate_clips(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch
         )
     k = max(a.shape[0] for a in audios)
     length = max(a.shape[1] for a in audios)
-    audio = torch.zeros((len(audios), k, length), dtype=torch.float32)
+    audio = _empty((len(audios), k, length), torch.float32).zero_()
     for i, a in enumerate(audios):
         audio[i, : a.shape[0], : a.shape[1]] = a
+    first = videos[0]
     return ClipBatch(
-        video=torch.stack(videos),
+        video=torch.stack(videos, out=_empty((len(videos), *first.shape), first.dtype)),
         audio=audio,
         label=torch.tensor(labels, dtype=torch.int64),
         audio_lengths=torch.tensor([a.shape[1] for a in audios], dtype=torch.int64),
         audio_channels=torch.tensor([a.shape[0] for a in audios], dtype=torch.int64),
     )
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """In a DataLoader worker, a tensor allocated in shared memory (as ``default_collate``
+    does), so the batch reaches the main process without another copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = math.prod(shape)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)

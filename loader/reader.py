@@ -51,8 +51,12 @@ class ShardReadError(RuntimeError):
     """A clip could not be read: truncated or corrupt shard, or a member outside the schema's
     rules. Names the shard URL, the global clip and (when known) the tar member."""
 
-    def __init__(self, shard: str, clip: int, member: Optional[str], reason: str) -> None:
+    def __init__(self, shard: str, clip: Optional[int] = None, member: Optional[str] = None,
+                 reason: Optional[str] = None) -> None:
         self.shard, self.clip, self.member, self.reason = shard, clip, member, reason
+        if clip is None and reason is None:  # rebuilt from its message (DataLoader workers re-raise so)
+            super().__init__(shard)
+            return
         where = f"{shard}: clip {clip}" + (f", member {member!r}" if member else "")
         super().__init__(f"{where}: {reason}")
 

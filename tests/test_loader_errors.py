@@ -63,6 +63,9 @@ def test_truncated_shard_error_names_shard_and_member(truncated):
         for _ in StreamingKinetics(bad, shuffle=False):
             pass
     assert info2.value.member == member and info2.value.clip == 16
+    with pytest.raises(ShardReadError, match=f"{shard_name}.*{member}.*truncated"):
+        for _ in ClipLoader(StreamingKinetics(bad, shuffle=False), batch_size=4, num_workers=2):
+            pass
     assert IndexedKinetics(bad)[15][2] == IndexedKinetics(bad)[14][2]  # the clip before the cut still reads
 
 
