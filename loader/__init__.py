@@ -6,7 +6,7 @@ from .datasets import ERROR_POLICIES, IndexedKinetics, StreamingKinetics
 from .index import DatasetIndex, ShardEntry
 from .plan import EpochPlan
 from .reader import ShardReadError
-from .transport import Transport
+from .transport import Transport, TransportError, TransportOptions
 
 __all__ = [
     "StreamingKinetics",
@@ -20,4 +20,6 @@ __all__ = [
     "ShardReadError",
     "ERROR_POLICIES",
     "Transport",
+    "TransportOptions",
+    "TransportError",
 ]

@@ -33,6 +33,7 @@ from .plan import (
     worker_rng,
 )
 from .reader import OUTPUT_FORMATS, RawSample, SampleReader, ShardReadError, decode, to_output
+from .transport import TransportOptions
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class IndexedKinetics(_KineticsBase, Dataset):
 
     Each item is one ranged read of the clip's bytes (located with ``offsets.npy``), so any
     sampler, ``Subset`` or ``DistributedSampler`` works. ``url`` is the converter's OUT (a
-    local path or an fsspec URL, with ``storage_options``).
+    local path or an fsspec URL, with ``storage_options``; ``transport`` sets retries,
+    read-ahead and the local cache for remote reads, see :class:`TransportOptions`).
     """
 
     def __init__(
@@ -91,9 +93,10 @@ class IndexedKinetics(_KineticsBase, Dataset):
         output_format: str = "TCHW",
         transform: Optional[Transform] = None,
         storage_options: Optional[Mapping[str, Any]] = None,
+        transport: Optional[TransportOptions] = None,
     ) -> None:
         _check_common(output_format, transform)
-        self.index = DatasetIndex(url, split, storage_options=storage_options)
+        self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport)
         self.output_format = output_format
         self.transform = transform
         self._reader = SampleReader(self.index)
@@ -153,6 +156,9 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
     of the same worker in its place, so counts stay equal across ranks.
 
     Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded).
+
+    Remote ``url`` (``s3://``, ``gs://``, ``https://``): ``storage_options`` go to fsspec;
+    ``transport`` (:class:`TransportOptions`) sets retries, read-ahead and the local cache.
     """
 
     def __init__(
@@ -171,6 +177,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         world_size: Optional[int] = None,
         remainder: str = "pad",
         storage_options: Optional[Mapping[str, Any]] = None,
+        transport: Optional[TransportOptions] = None,
     ) -> None:
         _check_common(output_format, transform)
         if not isinstance(shuffle, bool):
@@ -193,7 +200,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         self.transform = transform
         self.errors = errors
         self.remainder = remainder
-        self.index = DatasetIndex(url, split, storage_options=storage_options)
+        self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport)
         self._reader = SampleReader(self.index)
         clip_bytes = self.index.clip_bytes
         self.block_size: Optional[int] = auto_block_size(clip_bytes) if block_opt == AUTO else block_opt  # type: ignore[assignment]

@@ -27,7 +27,7 @@ from clipshards.convert.schema import (
     npy_header,
 )
 
-from .transport import Transport
+from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,10 @@ class DatasetIndex:
     """The index of ``url/split``: what the loader needs to plan epochs and find clips."""
 
     def __init__(self, url: str | os.PathLike, split: str = "train", *,
-                 storage_options: Optional[Mapping[str, Any]] = None) -> None:
+                 storage_options: Optional[Mapping[str, Any]] = None,
+                 transport: Optional[TransportOptions] = None) -> None:
         self.split = split
-        self.transport = Transport(split_url(url, split), storage_options=storage_options)
+        self.transport = Transport(split_url(url, split), storage_options=storage_options, options=transport)
         head = self._read_head()
         where = self.transport.url_of(INDEX_NAME)
         check_index_version(head, where=where)

@@ -171,7 +171,7 @@ class TransportError(OSError):
     def __init__(self, url: str, what: str, attempts: int, last: BaseException) -> None:
         self.url, self.what, self.attempts = url, what, attempts
         self.last = f"{type(last).__name__}: {last}"
-        super().__init__(f"{url}: {what} failed after {attempts} attempts (last error {self.last})")
+        super().__init__(_transport_message(url, what, attempts, self.last))
 
     def __reduce__(self):
         return (_rebuild_transport_error, (self.url, self.what, self.attempts, self.last))
@@ -179,28 +179,50 @@ class TransportError(OSError):
 
 def _rebuild_transport_error(url: str, what: str, attempts: int, last: str) -> TransportError:
     err = TransportError.__new__(TransportError)
-    OSError.__init__(err, f"{url}: {what} failed after {attempts} attempts (last error {last})")
+    OSError.__init__(err, _transport_message(url, what, attempts, last))
     err.url, err.what, err.attempts, err.last = url, what, attempts, last
     return err
+
+
+def _transport_message(url: str, what: str, attempts: int, last: str) -> str:
+    return f"{url}: {what} failed after {attempts} attempt{'s' if attempts != 1 else ''} (last error {last})"
 
 
 class _ShortRead(OSError):
     """A response with fewer bytes than asked for, before the end of the file."""
 
 
+def _http_status(exc: BaseException) -> Optional[int]:
+    """The HTTP status an fsspec backend's exception carries (aiohttp, gcsfs, botocore)."""
+    for attr in ("status", "code"):
+        v = getattr(exc, attr, None)
+        if isinstance(v, int):
+            return v
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
+            return 404
+        v = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(v, int):
+            return v
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed request may succeed when repeated (network trouble, 5xx, 408, 429)."""
     if isinstance(exc, _PERMANENT):
         return False
-    status = getattr(exc, "status", None)
-    if status is None:
-        status = getattr(exc, "code", None)
+    status = _http_status(exc)
     if isinstance(status, int) and 400 <= status < 500:
         return status in (408, 429)
     if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, FSTimeoutError, ConnectionError)):
         return True
-    root = type(exc).__module__.split(".")[0]
-    return root in ("aiohttp", "botocore", "aiobotocore", "urllib3", "requests", "gcsfs", "google")
+    return _backend_error(exc)
+
+
+def _backend_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore", "urllib3", "requests", "gcsfs", "google")
 
 
 class RangeReader:
@@ -324,7 +346,7 @@ class BlockCache:
         self.directory = os.fspath(directory)
         self.limit = int(limit)
         os.makedirs(self.directory, exist_ok=True)
-        self._added = 0
+        self._total: Optional[int] = None  # this process's estimate of the bytes held
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -361,10 +383,11 @@ class BlockCache:
                 pass
             return
         with self._lock:
-            self._added += len(data)
-            trim = self._added > self.limit // 8
-            if trim:
-                self._added = 0
+            if self._total is None:
+                self._total = self.size()
+            else:
+                self._total += len(data)
+            trim = self._total > self.limit
         if trim:
             self.trim()
 
@@ -372,8 +395,10 @@ class BlockCache:
         return sum(e.stat().st_size for e in os.scandir(self.directory) if e.is_file() and not e.name.startswith("."))
 
     def trim(self) -> None:
-        """Remove least recently used blocks until the cache holds at most ``limit`` bytes
-        (and leftovers of interrupted writes older than an hour)."""
+        """Remove least recently used blocks until the cache holds at most 90 % of ``limit``
+        bytes (and leftovers of interrupted writes older than an hour). Each process trims
+        when its own count passes the limit, so several processes writing at once can go
+        beyond it by what each wrote since its last trim."""
         entries = []
         now = time.time()
         for e in os.scandir(self.directory):
@@ -387,15 +412,17 @@ class BlockCache:
                 continue
             entries.append((st.st_mtime, st.st_size, e.path))
         total = sum(s for _, s, _ in entries)
-        if total <= self.limit:
-            return
-        entries.sort()
-        for _, s, path in entries:
-            if total <= self.limit:
-                break
-            _unlink(path)
-            total -= s
-        logger.debug("cache %s trimmed to %d bytes", self.directory, total)
+        target = self.limit * 9 // 10
+        if total > target:
+            entries.sort()
+            for _, s, path in entries:
+                if total <= target:
+                    break
+                _unlink(path)
+                total -= s
+            logger.debug("cache %s trimmed to %d bytes", self.directory, total)
+        with self._lock:
+            self._total = total
 
 
 def _unlink(path: str) -> None:
@@ -462,7 +489,11 @@ class Transport:
                     if exc.__cause__ is None or not is_transient(exc.__cause__):
                         raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
                     exc = exc.__cause__  # type: ignore[assignment]
+                elif _http_status(exc) == 404:
+                    raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
                 elif not is_transient(exc):
+                    if _http_status(exc) is not None or _backend_error(exc):
+                        raise TransportError(self.url_of(name), what, attempt + 1, exc) from exc
                     raise
                 if attempt == opts.retries:
                     raise TransportError(self.url_of(name), what, attempt + 1, exc) from exc

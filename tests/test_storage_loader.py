@@ -163,13 +163,17 @@ def test_retries_exhausted_error_names_the_url(converted, monkeypatch):
             IndexedKinetics(proxy.endpoint)
 
 
-def test_missing_file_is_not_retried(converted, monkeypatch):
+def test_missing_file_and_forbidden_are_not_retried(converted, monkeypatch):
     monkeypatch.setenv("CLIPSHARDS_RETRIES", "5")
     with HTTPFileServer(converted) as http, FaultProxy(http.endpoint) as proxy:
         t = Transport(f"{proxy.endpoint}/train")
         with pytest.raises(FileNotFoundError, match="no-such.tar"):
             t.read("no-such.tar", 0, 10)
         assert len([r for r in proxy.records if "no-such" in r.target]) == 1 and t.stats.retries == 0
+        proxy.add(Fault("status", path="train-000000.tar", status=403))
+        with pytest.raises(TransportError, match=f"{proxy.endpoint}/train/train-000000.tar.*after 1 attempt "):
+            t.read("train-000000.tar", 0, 10)
+        assert t.stats.retries == 0
 
 
 def test_readahead_keeps_several_requests_in_flight(converted, monkeypatch):
@@ -201,13 +205,14 @@ def test_cache_serves_repeat_epochs_and_respects_its_limit(converted, local_clip
         assert not proxy.fired() and ds.index.transport.stats.cache_hits > 0
         assert indexed_clips(proxy.endpoint) == local_clips["indexed"]
 
-        # a cache smaller than the dataset stays within its limit and still gives exact clips
+        # a cache smaller than the dataset (given as a keyword this time) stays within its
+        # limit and still gives exact clips
         proxy.clear()
         limit = 4 * BLOCK
-        monkeypatch.setenv("CLIPSHARDS_CACHE_DIR", str(tmp_path / "small"))
-        monkeypatch.setenv("CLIPSHARDS_CACHE_LIMIT", str(limit))
-        assert stream_clips(proxy.endpoint) == local_clips["stream"]
-        assert BlockCache(tmp_path / "small", limit).size() <= limit
+        small = TransportOptions(cache_dir=str(tmp_path / "small"), cache_limit=limit, block_size=BLOCK)
+        assert stream_clips(proxy.endpoint, transport=small) == local_clips["stream"]
+        assert indexed_clips(proxy.endpoint, transport=small) == local_clips["indexed"]
+        assert 0 < BlockCache(tmp_path / "small", limit).size() <= limit
 
 
 def test_transport_options_validation_and_env(tmp_path):
