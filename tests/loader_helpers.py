@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import pytest
 import torch
 
 from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, dumps_json, encode_npy
@@ -36,6 +36,18 @@ def make_converted(tmp: Path, *, codec: str = "raw", shard_size: int = 500_000, 
     convert(root, out, frames_per_clip=FRAMES_PER_CLIP, step_between_clips=STEP, workers=1, progress=False,
             shard_size=shard_size, codec=codec)
     return root, out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """``(root, out)`` of the tiny dataset, converted raw (import this fixture by name)."""
+    return make_converted(tmp_path_factory.mktemp("loader"))
+
+
+@pytest.fixture(scope="module")
+def table(converted):
+    """Clip identity -> global clip index for ``converted``."""
+    return id_table(converted[1])
 
 
 def clip_id(video: torch.Tensor) -> str:
@@ -106,7 +118,3 @@ def rewrite_shard(split_dir: Path, shard_index: int, members: Sequence[tuple[str
 
 def flatten(batches: Iterable[Sequence[int]]) -> list[int]:
     return [x for b in batches for x in b]
-
-
-def env_without_proxy() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

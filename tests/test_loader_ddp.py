@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from loader_helpers import NUM_CLIPS, flatten, make_converted
+from loader_helpers import NUM_CLIPS, flatten
+from loader_helpers import converted  # noqa: F401  (pytest fixtures)
 from servers import free_port
 
 WORLD = 2
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("ddp"))
 
 
 def test_two_ranks_get_disjoint_equal_slices(converted, tmp_path):

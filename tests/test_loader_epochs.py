@@ -10,17 +10,8 @@ from clipshards.convert.schema import dumps_json
 from clipshards.loader import ClipLoader, EpochPlan, StreamingKinetics
 from clipshards.loader.index import INDEX_CHUNK
 from clipshards.loader.plan import buffer_order, part_bounds, segments
-from loader_helpers import NUM_CLIPS, batch_ids, clip_id, copy_out, flatten, id_table, make_converted, read_index
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("epochs"))
-
-
-@pytest.fixture(scope="module")
-def table(converted):
-    return id_table(converted[1])
+from loader_helpers import NUM_CLIPS, batch_ids, clip_id, copy_out, flatten, read_index
+from loader_helpers import converted, table  # noqa: F401  (pytest fixtures)
 
 
 def stream_ids(ds, table, workers=0, batch_size=None):

@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 from clipshards.loader import ClipLoader, IndexedKinetics, ShardReadError, StreamingKinetics
-from loader_helpers import NUM_CLIPS, batch_ids, clip_id, copy_out, id_table, make_converted, read_index
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("errors"))
-
-
-@pytest.fixture(scope="module")
-def table(converted):
-    return id_table(converted[1])
+from loader_helpers import NUM_CLIPS, batch_ids, clip_id, copy_out, read_index
+from loader_helpers import converted, table  # noqa: F401  (pytest fixtures)
 
 
 def offsets(split_dir):

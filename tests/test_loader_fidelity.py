@@ -10,12 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from clipshards.convert.schema import decode_jpeg, encode_jpeg
 from clipshards.loader import ClipLoader, IndexedKinetics, StreamingKinetics, collate_clips
 from loader_helpers import FRAMES_PER_CLIP, NUM_CLIPS, STEP, clip_id, make_converted
+from loader_helpers import converted  # noqa: F401  (pytest fixtures)
 from reference import reference_dataset
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("fidelity"))
 
 
 @pytest.fixture(scope="module")

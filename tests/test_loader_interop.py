@@ -8,13 +8,9 @@ import torch
 import webdataset as wds
 
 from clipshards.loader import IndexedKinetics, StreamingKinetics
-from loader_helpers import NUM_CLIPS, clip_id, make_converted, read_index
+from loader_helpers import NUM_CLIPS, clip_id, read_index
+from loader_helpers import converted  # noqa: F401  (pytest fixtures)
 from servers import HTTPFileServer, s3_server  # noqa: F401  (pytest fixture)
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("interop"))
 
 
 def test_stock_webdataset_reads_the_shards(converted):

@@ -5,20 +5,9 @@ from __future__ import annotations
 import pytest
 
 from clipshards.loader import ClipLoader, StreamingKinetics
-from loader_helpers import NUM_CLIPS, batch_ids, make_converted
+from loader_helpers import NUM_CLIPS, batch_ids, clip_id
+from loader_helpers import converted, table  # noqa: F401  (pytest fixtures)
 from state_helpers import checkpoint, run_test_save_load_state, take
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("resume"))
-
-
-@pytest.fixture(scope="module")
-def table(converted):
-    from loader_helpers import id_table
-
-    return id_table(converted[1])
 
 
 def loader_factory(out, table, *, workers, batch_size=4, epoch=2, **options):
@@ -56,8 +45,6 @@ def test_resume_with_ranks_and_unbatched(converted, table):
         make, _ = loader_factory(out, table, workers=2, batch_size=None, rank=rank, world_size=3, remainder="drop")
 
         def identify(sample):
-            from loader_helpers import clip_id
-
             return table[clip_id(sample[0])]
 
         reference = run_test_save_load_state(make, [1, 4, 9, 18], identify)

@@ -11,12 +11,8 @@ import torch
 
 from clipshards.convert.schema import ShardFormatError
 from clipshards.loader import IndexedKinetics, ShardReadError, StreamingKinetics
-from loader_helpers import NUM_CLIPS, clip_id, copy_out, make_converted, read_index, rewrite_shard, shard_members, write_index
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return make_converted(tmp_path_factory.mktemp("security"))
+from loader_helpers import NUM_CLIPS, clip_id, copy_out, read_index, rewrite_shard, shard_members, write_index
+from loader_helpers import converted  # noqa: F401  (pytest fixtures)
 
 
 class _CreatesFile:
