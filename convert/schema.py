@@ -16,8 +16,9 @@ member             content
 ``<key>.f0000.jpg``  codec ``jpeg``: one baseline JPEG per frame, ``f0000`` .. ``f{T-1}``
 =================  ===========================================================
 
-``key`` is the clip's global index, zero-padded to 10 digits: it has no dot (WebDataset
-cuts keys at the first dot) and sorts in clip order.
+``key`` is built from positions, never from file names: ``<video index, 8 digits>_<clip
+index within the video, 6 digits>`` (:func:`clip_key`). It has no dot (WebDataset cuts keys at
+the first dot), is unique even when two classes hold the same file name, and sorts in clip order.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ __all__ = [
     "REPORT_NAME",
     "OFFSETS_NAME",
     "ShardFormatError",
-    "sample_key",
+    "clip_key",
     "shard_name",
     "frame_member",
     "encode_npy",
@@ -54,7 +55,6 @@ CODECS = ("raw", "jpeg")
 INDEX_NAME = "index.json"
 REPORT_NAME = "report.json"
 OFFSETS_NAME = "offsets.npy"
-KEY_DIGITS = 10
 
 VIDEO_MEMBER = "video.npy"
 AUDIO_MEMBER = "audio.npy"
@@ -67,8 +67,9 @@ class ShardFormatError(ValueError):
     """A shard member or index that does not follow this schema."""
 
 
-def sample_key(global_clip: int) -> str:
-    return f"{global_clip:0{KEY_DIGITS}d}"
+def clip_key(video_index: int, clip_index: int) -> str:
+    """Sample key of clip ``clip_index`` of video ``video_index`` (global discovery order)."""
+    return f"{video_index:08d}_{clip_index:06d}"
 
 
 def shard_name(split: str, shard_index: int) -> str:

@@ -41,7 +41,7 @@ from .schema import (
     sample_fields,
 )
 from .storage import Location, parse_storage_options
-from .worker import clip_key
+from .schema import clip_key
 from .writer import BLOCK, TAR_END
 
 logger = logging.getLogger(__name__)

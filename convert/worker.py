@@ -15,18 +15,13 @@ import av
 from .decode import VideoError, VideoInfo, expected_clips, iter_clips
 from .layout import VideoEntry
 from .options import ConvertOptions
-from .schema import encode_sample
+from .schema import clip_key, encode_sample
 from .storage import Location
 from .writer import encode_members
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["VideoTask", "VideoResult", "convert_video", "clip_key"]
-
-
-def clip_key(video_index: int, clip_index: int) -> str:
-    """Sample key of a clip: built from positions only (no dot, sorts in global order)."""
-    return f"{video_index:08d}_{clip_index:06d}"
 
 
 @dataclass(frozen=True)
