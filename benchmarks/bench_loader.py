@@ -1,0 +1,143 @@
+"""Section 1: loader throughput (clips/s, MB/s) for ``raw`` and ``jpeg`` with shuffle on and
+DataLoader ``num_workers`` 0 and 2, against the torchvision-style baseline and the limits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+import torch
+
+from . import data
+from .baseline import TorchvisionStyleClips
+from .config import BenchConfig
+from .limits import ShardSet, jpeg_decode_limit, jpeg_frames, raw_storage_limit
+from .measure import Stat
+from .report import Check, Section, chart_data
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run", "steady_rate"]
+
+CODECS = ("raw", "jpeg")
+
+
+def steady_rate(batches: Iterable[Any], limit: int) -> tuple[int, float]:
+    """Clips per second after the first batch (worker start-up is section 3's business).
+
+    Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were seen.
+    """
+    seen = counted = 0
+    start = None
+    for batch in batches:
+        n = int(batch.label.shape[0]) if hasattr(batch, "label") else len(batch[2])
+        seen += n
+        if start is None:
+            start = time.perf_counter()
+        else:
+            counted += n
+        if limit and seen >= limit:
+            break
+    if start is None or counted == 0:
+        raise RuntimeError("too few batches to time: raise loader_clips/baseline_clips or lower batch_size")
+    return counted, time.perf_counter() - start
+
+
+def _loader_rate(cfg: BenchConfig, out: str, workers: int, seed: int) -> float:
+    from clipshards.loader import StreamingKinetics
+
+    ds = StreamingKinetics(out, "train", shuffle=True, seed=seed)
+    loader = ds.loader(batch_size=cfg.batch_size, num_workers=workers)
+    clips, seconds = steady_rate(loader, cfg.loader_clips)
+    return clips / seconds
+
+
+def _baseline_rate(cfg: BenchConfig, ds: TorchvisionStyleClips, workers: int, seed: int) -> float:
+    from clipshards.loader import collate_clips
+
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                                         collate_fn=collate_clips, generator=g)
+    clips, seconds = steady_rate(loader, cfg.baseline_clips + cfg.batch_size)
+    return clips / seconds
+
+
+def run(cfg: BenchConfig, root: str) -> Section:
+    from clipshards.convert.layout import discover
+
+    videos = [(v.path, v.label) for v in discover(root, "train", ("mp4",)).videos]
+    baseline = TorchvisionStyleClips(videos, frames_per_clip=cfg.frames_per_clip, step_between_clips=cfg.step_between_clips)
+    s = Section("loader", "Loader throughput (shuffle on, steady state)")
+    s.headers = ["Codec", "Reader", "num_workers", "clips/s", "MB/s", "vs baseline", "vs limit"]
+    stats: dict[tuple[str, str, int], Stat] = {}
+    clip_mb: dict[str, float] = {}
+    for codec in CODECS:
+        out = data.converted(cfg, root, codec)
+        shards = ShardSet.open(out)
+        shards.warm()
+        limit_clips = cfg.loader_clips or shards.clips
+        frames = jpeg_frames(shards, limit_clips) if codec == "jpeg" else None
+        rates: dict[tuple[str, int], list[float]] = {}
+        for r in range(cfg.repeats):
+            if codec == "raw":
+                n, nbytes, sec = raw_storage_limit(shards, limit_clips)
+            else:
+                assert frames is not None
+                n, nbytes, sec = jpeg_decode_limit(frames[0])
+                nbytes += frames[1]
+            clip_mb[codec] = nbytes / n / 1e6
+            rates.setdefault(("limit", 0), []).append(n / sec)
+            for w in cfg.loader_workers:
+                rates.setdefault(("clipshards", w), []).append(_loader_rate(cfg, out, w, seed=r))
+                if codec == "raw":  # the baseline reads the source videos: the same for both codecs
+                    rates.setdefault(("baseline", w), []).append(_baseline_rate(cfg, baseline, w, seed=r))
+                logger.info("loader %s workers=%d repeat %d: %.1f clips/s", codec, w, r, rates[("clipshards", w)][-1])
+        for (kind, w), v in rates.items():
+            stats[(codec, kind, w)] = Stat.of(v, "clips/s")
+    for (codec, kind, w) in list(stats):
+        if kind == "baseline":
+            stats[("jpeg", kind, w)] = stats[(codec, kind, w)]
+    mb = clip_mb.get("raw") or next(iter(clip_mb.values()))
+    limit_name = {"raw": "storage limit (sequential read, no decode)", "jpeg": "JPEG tight-loop decode (PIL, 1 process)"}
+    for codec in CODECS:
+        mb_c = clip_mb.get(codec, mb)
+        for w in cfg.loader_workers:
+            st, base, lim = stats[(codec, "clipshards", w)], stats[(codec, "baseline", w)], stats[(codec, "limit", 0)]
+            s.rows.append([codec, "clipshards StreamingKinetics", str(w), st.fmt(), f"{st.median * mb_c:,.0f}",
+                           f"{st.median / base.median:.1f}x", f"{100 * st.median / lim.median:.0f}%"])
+        for w in cfg.loader_workers:
+            base = stats[(codec, "baseline", w)]
+            s.rows.append([codec, "baseline: torchvision-style PyAV seek+decode", str(w), base.fmt(),
+                           f"{base.median * mb_c:,.0f}", "1x", ""])
+        lim = stats[(codec, "limit", 0)]
+        s.rows.append([codec, limit_name[codec], "-", lim.fmt(), f"{lim.median * mb_c:,.0f}", "", "100%"])
+    goals = {"raw": (30.0, 0.6), "jpeg": (8.0, 0.8)}
+    for codec in CODECS:
+        xb, xl = goals[codec]
+        for w in cfg.loader_workers:
+            st = stats[(codec, "clipshards", w)]
+            vb = st.median / stats[(codec, "baseline", w)].median
+            vl = st.median / stats[(codec, "limit", 0)].median
+            s.checks.append(Check(f"loader {codec} >= {xb:g}x baseline clips/s (num_workers {w})", f"{vb:.1f}x", vb >= xb))
+            s.checks.append(Check(f"loader {codec} >= {100 * xl:.0f}% of {'storage limit' if codec == 'raw' else 'tight-loop JPEG decode'} "
+                                  f"(num_workers {w})", f"{100 * vl:.0f}%", vl >= xl))
+    s.notes += [
+        f"MB/s counts decoded clip tensors (video uint8 + audio float32): {clip_mb.get('raw', mb):.2f} MB a clip. "
+        f"Batches of {cfg.batch_size} with `collate_clips`; rates exclude the first batch (start-up is timed in "
+        "the first-batch section). Shards are read from the page cache (read once before timing).",
+        f"Loader: `StreamingKinetics(out, shuffle=True)` (auto block size and shuffle buffer) through "
+        f"`ds.loader(batch_size={cfg.batch_size}, num_workers=W)`, {cfg.loader_clips or 'all'} clips a run. "
+        f"Baseline: a map-style dataset that scans the videos once, then per clip opens the file, seeks, decodes "
+        f"the clip's frames (RGB24) and audio with PyAV, as torchvision's `read_video`; DataLoader shuffle=True, "
+        f"{cfg.baseline_clips} clips a run.",
+        "Limits run in one process; the loader with 2 workers may exceed them (they are not parallel).",
+    ]
+    s.chart = chart_data(
+        [(f"{c} {k if k != 'clipshards' else 'loader'}" + (f" w{w}" if k != "limit" else ""), stats[(c, k, w)],
+          {"clipshards": "C0", "baseline": "C3", "limit": "C7"}[k])
+         for c in CODECS for (cc, k, w) in sorted(stats) if cc == c],
+        xlabel="clips/s (log)", log=True,
+    )
+    s.raw = {"clips_per_s": {f"{c}_{k}_w{w}": st for (c, k, w), st in stats.items()}, "clip_mb": clip_mb}
+    return s

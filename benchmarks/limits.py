@@ -1,0 +1,169 @@
+"""Upper bounds the loader and converter are compared with.
+
+* raw storage limit: shard samples read sequentially and turned into arrays, nothing decoded;
+* JPEG limit: the shards' JPEG frames, already in memory, decoded in a tight loop with the
+  decoder the loader uses (:func:`clipshards.convert.schema.decode_jpeg`);
+* decode-only: PyAV decoding every video frame to RGB24 (and the audio) of the videos the
+  converter converts, with the converter's thread settings and number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import av
+import numpy as np
+
+from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, decode_jpeg, decode_npy, decode_sample, member_field
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ShardSet", "iter_tar_members", "raw_storage_limit", "jpeg_frames", "jpeg_decode_limit", "decode_only"]
+
+BLOCK = 512
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """A converted split: its folder, index and per-clip byte ranges."""
+
+    folder: str
+    index: dict
+    offsets: np.ndarray  # int64 [N, 2]
+
+    @classmethod
+    def open(cls, out: str, split: str = "train") -> "ShardSet":
+        folder = os.path.join(out, split)
+        with open(os.path.join(folder, INDEX_NAME), "rb") as fh:
+            index = json.loads(fh.read())
+        with open(os.path.join(folder, OFFSETS_NAME), "rb") as fh:
+            offsets = decode_npy(fh.read(), expect=np.dtype(np.int64)).copy()
+        return cls(folder, index, offsets)
+
+    @property
+    def clips(self) -> int:
+        return int(self.index["counts"]["clips"])
+
+    def shard_paths(self) -> list[str]:
+        return [os.path.join(self.folder, s["name"]) for s in self.index["shards"]]
+
+    def iter_samples(self, limit: int = 0) -> Iterator[bytes]:
+        """Each clip's tar bytes, read sequentially shard after shard (``limit`` 0: all)."""
+        g = 0
+        for shard in self.index["shards"]:
+            with open(os.path.join(self.folder, shard["name"]), "rb", buffering=0) as fh:
+                for _ in range(shard["clips"]):
+                    if limit and g >= limit:
+                        return
+                    off, size = self.offsets[g]
+                    fh.seek(int(off))
+                    yield fh.read(int(size))
+                    g += 1
+
+    def warm(self) -> int:
+        """Read every shard once so that timings start from the page cache; returns the bytes read."""
+        total = 0
+        for path in self.shard_paths():
+            with open(path, "rb", buffering=0) as fh:
+                while chunk := fh.read(16 << 20):
+                    total += len(chunk)
+        return total
+
+
+def iter_tar_members(data: bytes | memoryview) -> Iterator[tuple[str, memoryview]]:
+    """``(name, payload)`` of each regular member of an uncompressed tar buffer, without copying."""
+    mv = memoryview(data)
+    pos = 0
+    pax_name = None
+    while pos + BLOCK <= len(mv):
+        header = bytes(mv[pos : pos + BLOCK])
+        if header == b"\0" * BLOCK:
+            return
+        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        kind = header[156:157]
+        body = mv[pos + BLOCK : pos + BLOCK + size]
+        pos += BLOCK + size + (-size) % BLOCK
+        if kind == b"x":
+            for rec in bytes(body).decode("utf-8").splitlines():
+                _, _, kv = rec.partition(" ")
+                if kv.startswith("path="):
+                    pax_name = kv[5:]
+            continue
+        if kind not in (b"0", b"\0"):
+            continue
+        name = pax_name or header[:100].rstrip(b"\0").decode("utf-8")
+        prefix = header[345:500].rstrip(b"\0").decode("utf-8") if header[257:262] == b"ustar" else ""
+        if prefix and not pax_name:
+            name = f"{prefix}/{name}"
+        pax_name = None
+        yield name, body
+
+
+def raw_storage_limit(shards: ShardSet, limit: int = 0) -> tuple[int, int, float]:
+    """Read ``limit`` raw samples sequentially into arrays (no decode); ``(clips, tensor bytes, seconds)``."""
+    clips = nbytes = 0
+    start = time.perf_counter()
+    for data in shards.iter_samples(limit):
+        fields = {member_field(n)[1]: b for n, b in iter_tar_members(data)}
+        sample = decode_sample(fields)
+        nbytes += sample["video"].nbytes + sample["audio"].nbytes
+        clips += 1
+    return clips, nbytes, time.perf_counter() - start
+
+
+def jpeg_frames(shards: ShardSet, limit: int = 0) -> tuple[list[list[bytes]], int]:
+    """The JPEG frame bytes of each clip (in memory) and the total audio tensor bytes."""
+    clips: list[list[bytes]] = []
+    audio_bytes = 0
+    for data in shards.iter_samples(limit):
+        members = sorted((n, b) for n, b in iter_tar_members(data))
+        clips.append([bytes(b) for n, b in members if n.endswith(".jpg")])
+        audio = next(b for n, b in members if n.endswith(".audio.npy"))
+        audio_bytes += decode_npy(audio).nbytes
+    return clips, audio_bytes
+
+
+def jpeg_decode_limit(clips: list[list[bytes]]) -> tuple[int, int, float]:
+    """Decode every frame in a tight loop; ``(clips, video bytes, seconds)``."""
+    nbytes = 0
+    start = time.perf_counter()
+    for frames in clips:
+        for f in frames:
+            nbytes += decode_jpeg(f).nbytes
+    return len(clips), nbytes, time.perf_counter() - start
+
+
+def _decode_file(args: tuple[str, int]) -> int:
+    path, threads = args
+    with av.open(path, metadata_errors="ignore") as container:
+        vstream = container.streams.best("video")
+        vstream.thread_type = "AUTO"
+        if threads:
+            vstream.codec_context.thread_count = threads
+        frames = 0
+        for frame in container.decode(vstream):
+            frame.to_ndarray(format="rgb24")
+            frames += 1
+    with av.open(path, metadata_errors="ignore") as container:
+        if container.streams.audio:
+            for frame in container.decode(container.streams.best("audio")):
+                frame.to_ndarray()
+    return frames
+
+
+def decode_only(paths: list[str], *, workers: int, threads: int = 0) -> tuple[int, float]:
+    """Decode every frame of ``paths`` (RGB24) and their audio in ``workers`` processes; ``(frames, seconds)``."""
+    jobs = [(p, threads) for p in paths]
+    start = time.perf_counter()
+    if workers == 1:
+        frames = sum(_decode_file(j) for j in jobs)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            frames = sum(pool.map(_decode_file, jobs))
+    return frames, time.perf_counter() - start
