@@ -54,11 +54,13 @@ def _check_common(output_format: str, transform: Optional[Transform]) -> None:
         raise ValueError(f"transform={transform!r}: must be callable (it is applied to the video tensor)")
 
 
-def _int_option(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
+def _int_option(name: str, value: Any, minimum: int, *, allow_none: bool = False, auto: bool = False) -> Any:
+    """``value`` checked: an integer >= ``minimum`` (or None / "auto" where allowed)."""
+    if (value is None and allow_none) or (auto and isinstance(value, str) and value == AUTO):
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}" + (" or None" if allow_none else ""))
+        choices = (["'auto'"] if auto else []) + [f"an integer >= {minimum}"] + (["None"] if allow_none else [])
+        raise ValueError(f"{name}={value!r}: must be {' or '.join(choices)}")
     return int(value)
 
 
@@ -182,10 +184,8 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         _check_common(output_format, transform)
         if not isinstance(shuffle, bool):
             raise ValueError(f"shuffle={shuffle!r}: must be True or False")
-        buffer_opt = shuffle_buffer if isinstance(shuffle_buffer, str) and shuffle_buffer == AUTO else \
-            _int_option("shuffle_buffer", shuffle_buffer, 0)
-        block_opt = block_size if isinstance(block_size, str) and block_size == AUTO else \
-            _int_option("block_size", block_size, 1, allow_none=True)
+        buffer_opt = _int_option("shuffle_buffer", shuffle_buffer, 0, auto=True)
+        block_opt = _int_option("block_size", block_size, 1, allow_none=True, auto=True)
         self.seed = _int_option("seed", seed, 0)
         if errors not in ERROR_POLICIES:
             raise ValueError(f"errors={errors!r}: must be one of {ERROR_POLICIES}")
@@ -314,8 +314,9 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         """Continue from ``state`` (from :meth:`state_dict`) at the next iteration: the epoch is
         set to the saved one and each worker skips what it had yielded, without reading it.
         Call it before the DataLoader is iterated (persistent workers copy the dataset once)."""
-        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a StreamingKinetics state (format={getattr(state, 'get', lambda k: None)('format')!r})")
+        fmt = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+        if fmt != STATE_FORMAT:
+            raise ValueError(f"not a StreamingKinetics state (format={fmt!r}, expected {STATE_FORMAT!r})")
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"StreamingKinetics state version {state.get('version')!r} is not {STATE_VERSION}")
         for key, mine in self._identity().items():
