@@ -17,10 +17,14 @@ from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "LocalEngine", "RayEngine", "make_engine", "WorkerCrashed"]
+__all__ = ["Engine", "LocalEngine", "RayEngine", "make_engine", "WorkerCrashed", "WorkerStartError"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class WorkerStartError(RuntimeError):
+    """The local pool's processes cannot run at all (nothing would be converted)."""
 
 
 class WorkerCrashed(Exception):
@@ -51,6 +55,7 @@ class LocalEngine(Engine):
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self._pool: Optional[ProcessPoolExecutor] = None
+        self._any_result = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
         if self._pool is not None:
@@ -81,7 +86,13 @@ class LocalEngine(Engine):
             task, fut, crashes = pending[0]
             try:
                 result = fut.result()
-            except BrokenProcessPool:
+            except BrokenProcessPool as exc:
+                if not self._any_result and crashes >= 1:
+                    raise WorkerStartError(
+                        "worker processes die before finishing any task; if this runs from stdin or an "
+                        "unimportable __main__, run it from a file (multiprocessing 'spawn' re-imports __main__) "
+                        "or use workers=1"
+                    ) from exc
                 logger.warning("a worker process died; restarting the pool and retrying %d tasks", len(pending))
                 pool = self._new_pool()
                 retried: deque[tuple[Any, Future, int]] = deque()
@@ -94,6 +105,7 @@ class LocalEngine(Engine):
                 pending = retried
                 continue
             pending.popleft()
+            self._any_result = True
             yield result
 
     def close(self) -> None:
