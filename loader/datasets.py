@@ -12,7 +12,7 @@ import logging
 import operator
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class IndexedKinetics(_KineticsBase, Dataset):
     def __repr__(self) -> str:
         return f"IndexedKinetics({self.index.url!r}, clips={len(self)})"
 
-    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor, int]:
+    def _clip(self, i: int) -> int:
         try:
             g = operator.index(i)
         except TypeError:
@@ -119,7 +119,16 @@ class IndexedKinetics(_KineticsBase, Dataset):
             g += n
         if not 0 <= g < n:
             raise IndexError(f"clip {i} out of range for {n} clips")
-        return to_output(decode(self._reader.fetch(g)), self.output_format, self.transform)
+        return g
+
+    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor, int]:
+        return to_output(decode(self._reader.fetch(self._clip(i))), self.output_format, self.transform)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, torch.Tensor, int]]:
+        """``[self[i] for i in indices]``, with the reads issued together: a DataLoader asks
+        for its batches this way, so on remote storage a batch costs about one round trip."""
+        raws = self._reader.fetch_many([self._clip(i) for i in indices])
+        return [to_output(decode(raw), self.output_format, self.transform) for raw in raws]
 
 
 @dataclass

@@ -16,7 +16,7 @@ import logging
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -198,6 +198,21 @@ class SampleReader:
         except OSError as exc:
             raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
         return parse_sample(buf, shard=url, clip=g, expected=length)
+
+    def fetch_many(self, gs: Sequence[int]) -> list[RawSample]:
+        """Clips ``gs`` by ranged reads issued together (concurrent on remote storage)."""
+        located = [self.index.locate(g) for g in gs]
+        transport = self.index.transport
+        bufs = transport.read_many([(s.name, off, off + n) for s, off, n in located], return_exceptions=True)
+        out = []
+        for g, (shard, off, length), buf in zip(gs, located, bufs):
+            url = transport.url_of(shard.name)
+            if isinstance(buf, OSError):
+                raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {buf}") from buf
+            if isinstance(buf, BaseException):
+                raise buf
+            out.append(parse_sample(buf, shard=url, clip=g, expected=length))
+        return out
 
     def stream(self, segs: list[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         """``(position, sample or error)`` for every clip of the segments, in order.

@@ -35,7 +35,7 @@ import uuid
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from typing import Any, BinaryIO, Callable, Mapping, Optional, TypeVar
+from typing import Any, BinaryIO, Callable, Mapping, Optional, Sequence, TypeVar
 
 from fsspec.asyn import AsyncFileSystem
 from fsspec.exceptions import FSTimeoutError
@@ -50,6 +50,7 @@ MiB = 1024 * 1024
 REMOTE_BLOCK_SIZE = 8 * MiB
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _ENV_PREFIX = "CLIPSHARDS_"
+_BATCH_CONCURRENCY = 8  # ranged reads of one read_many() in flight at once
 T = TypeVar("T")
 
 
@@ -515,7 +516,8 @@ class Transport:
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None or self._executor_pid != os.getpid():
-            self._executor = ThreadPoolExecutor(1 + self.options.readahead, thread_name_prefix="clipshards-readahead")
+            workers = max(_BATCH_CONCURRENCY, 1 + self.options.readahead)
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="clipshards-readahead")
             self._executor_pid = os.getpid()
         return self._executor
 
@@ -619,6 +621,28 @@ class Transport:
             raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
         self.stats.add(name, len(buf))
         return buf
+
+    def read_many(self, requests: Sequence[tuple[str, int, Optional[int]]], *,
+                  return_exceptions: bool = False) -> list[Any]:
+        """:meth:`read` of each ``(name, start, end)``, in order. Remote reads run concurrently,
+        so a batch of random clips costs about one round trip, not one per clip. A failed read
+        raises (the first in order), or with ``return_exceptions`` stands in its place."""
+        if self.location.is_local or len(requests) < 2:
+            futures = None
+        else:
+            pool = self._pool()
+            futures = [pool.submit(self.read, name, start, end) for name, start, end in requests]
+        out: list[Any] = []
+        for i, (name, start, end) in enumerate(requests):
+            try:
+                out.append(futures[i].result() if futures is not None else self.read(name, start, end))
+            except Exception as exc:
+                if not return_exceptions:
+                    for f in futures or ():
+                        f.cancel()
+                    raise
+                out.append(exc)
+        return out
 
     def open_range(self, name: str, start: int = 0, end: Optional[int] = None, *, size: Optional[int] = None) -> RangeReader:
         """A sequential reader over bytes ``[start, end)`` of ``name`` (forward reads only).

@@ -318,7 +318,8 @@ class Fault:
     """What to do to the ``nth`` .. ``nth + times - 1`` requests that match (1-based).
 
     A request matches when its method equals ``method`` (if given) and its target (path and
-    query) contains ``path`` (if given). Actions:
+    query) contains ``path`` (if given). Every fault counts the requests it matches; of those
+    whose turn it is, the first in the proxy's list acts. Actions:
 
     - ``reset``: read the request, then drop the connection (TCP RST) without an answer.
     - ``cut``: forward it, send the response head and half of the body, then reset.

@@ -190,6 +190,19 @@ def test_readahead_keeps_several_requests_in_flight(converted, monkeypatch):
         assert t.stats.requests["train-000000.tar"] == -(-size // BLOCK)
 
 
+def test_indexed_batches_read_concurrently_and_exactly(converted, local_clips, monkeypatch):
+    """A DataLoader batch of IndexedKinetics (``__getitems__``) issues its ranged reads
+    together; a reset among them is retried and the batch is still exact."""
+    monkeypatch.setenv("CLIPSHARDS_BACKOFF", "0.01")
+    with HTTPFileServer(converted) as http, FaultProxy(http.endpoint) as proxy:
+        proxy.add(Fault("reset", nth=3, path=".tar"))  # the first fault whose turn it is acts
+        proxy.add(Fault("delay", path=".tar", times=10**6, seconds=0.1))
+        ds = IndexedKinetics(proxy.endpoint)
+        got = [clip for batch in DataLoader(ds, batch_size=5, collate_fn=list) for clip in as_bytes(batch)]
+        assert got == local_clips["indexed"]
+        assert proxy.max_in_flight >= 3 and len(proxy.fired("reset")) == 1
+
+
 def test_cache_serves_repeat_epochs_and_respects_its_limit(converted, local_clips, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLIPSHARDS_CACHE_DIR", str(cache))
