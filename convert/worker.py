@@ -29,7 +29,7 @@ class VideoTask:
     entry: VideoEntry
     options: ConvertOptions
     spool_url: str
-    storage_options: Optional[dict[str, Any]] = None
+    storage_options: Optional[dict[str, Any]] = field(default=None, repr=False)  # may hold credentials
     skip_clips: int = 0
 
 

@@ -164,6 +164,15 @@ def test_credentials_never_logged_or_written(s3_server, tiny_dataset, tmp_path, 
     assert files and not [n for n, data in files.items() if secret.encode() in data]
 
 
+def test_task_repr_hides_storage_options():
+    """Tasks travel to worker processes and Ray; if one is ever printed, no credential shows."""
+    from clipshards.convert.options import ConvertOptions
+    from clipshards.convert.worker import VideoTask
+
+    task = VideoTask(None, ConvertOptions(frames_per_clip=8), "s3://b/spool", {"secret": "hunter2-secret"})
+    assert "hunter2" not in repr(task) and "s3://b/spool" in repr(task)
+
+
 def test_redact_and_parse_storage_options():
     opts = parse_storage_options(
         ["key=AKIA", "secret=s", "client_kwargs.endpoint_url=http://127.0.0.1:1", "anon=false", "token=t", "retries=3"]
