@@ -7,10 +7,12 @@ from .index import DatasetIndex, ShardEntry
 from .plan import EpochPlan
 from .reader import ShardReadError
 from .transport import Transport, TransportError, TransportOptions
+from .webdataset_pipeline import webdataset_pipeline
 
 __all__ = [
     "StreamingKinetics",
     "IndexedKinetics",
+    "webdataset_pipeline",
     "ClipLoader",
     "collate_clips",
     "ClipBatch",

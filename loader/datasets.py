@@ -164,7 +164,11 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
     the last clips out; either way every rank yields ``len(self)`` clips and the same number
     of batches. ``errors="raise"`` (default) raises :class:`ShardReadError` on an unreadable
     clip; ``"skip"`` logs and counts it (:attr:`skipped`) and yields a neighbouring good clip
-    of the same worker in its place, so counts stay equal across ranks.
+    of the same worker in its place, so counts stay equal across ranks. ``errors`` may also be
+    a webdataset handler (``wds.warn_and_continue``, ``wds.ignore_and_continue``,
+    ``wds.reraise_exception`` ...): it is called with the :class:`ShardReadError`; True skips
+    as ``"skip"`` does (counted, without the log line: the handler reports), False raises the
+    error (an epoch cut short would leave the ranks with unequal counts).
 
     Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded).
 
@@ -183,7 +187,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         seed: int = 0,
         output_format: str = "TCHW",
         transform: Optional[Transform] = None,
-        errors: str = "raise",
+        errors: str | Callable[[BaseException], bool] = "raise",
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         remainder: str = "pad",
@@ -196,8 +200,9 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         buffer_opt = _int_option("shuffle_buffer", shuffle_buffer, 0, auto=True)
         block_opt = _int_option("block_size", block_size, 1, allow_none=True, auto=True)
         self.seed = _int_option("seed", seed, 0)
-        if errors not in ERROR_POLICIES:
-            raise ValueError(f"errors={errors!r}: must be one of {ERROR_POLICIES}")
+        if not (callable(errors) or (isinstance(errors, str) and errors in ERROR_POLICIES)):
+            raise ValueError(f"errors={errors!r}: must be one of {ERROR_POLICIES} or a webdataset handler "
+                             "(a callable taking the ShardReadError, returning True to skip)")
         if remainder not in REMAINDERS:
             raise ValueError(f"remainder={remainder!r}: must be one of {REMAINDERS}")
         self._world = _int_option("world_size", world_size, 1, allow_none=True)
@@ -408,10 +413,9 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
                 except ShardReadError as exc:
                     item = exc
             if isinstance(item, ShardReadError):
-                if self.errors == "raise":
+                if not self._skips(item):
                     raise item
                 self._shared[slot] += 1
-                logger.warning("skipping unreadable clip (%s)", item)
                 if last_good is None:
                     owed += 1
                     if t == n - 1:
@@ -424,6 +428,17 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
             for _ in range(owed + 1):
                 yield out
             owed = 0
+
+    def _skips(self, error: ShardReadError) -> bool:
+        """Whether the ``errors`` policy skips ``error`` (a handler may also raise it itself)."""
+        if callable(self.errors):
+            skip = bool(self.errors(error))
+            logger.debug("errors handler %r %s unreadable clip (%s)", self.errors, "skips" if skip else "stops at", error)
+            return skip
+        if self.errors == "raise":
+            return False
+        logger.warning("skipping unreadable clip (%s)", error)
+        return True
 
     def loader(self, batch_size: Optional[int] = 1, **kwargs: Any) -> "ClipLoader":
         """A :class:`ClipLoader` over this dataset (``collate_fn`` defaults to :func:`collate_clips`)."""
