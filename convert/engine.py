@@ -74,13 +74,7 @@ class LocalEngine(Engine):
         it = iter(tasks)
         exhausted = False
         while True:
-            while not exhausted and len(pending) < window:
-                try:
-                    t = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append((t, pool.submit(fn, t), 0))
+            exhausted = exhausted or _fill(pending, it, window, lambda t: (t, pool.submit(fn, t), 0))
             if not pending:
                 return
             task, fut, crashes = pending[0]
@@ -112,6 +106,17 @@ class LocalEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _fill(pending: deque, tasks: Iterator[Any], window: int, submit: Callable[[Any], Any]) -> bool:
+    """Submit tasks until ``window`` are pending; True once ``tasks`` is exhausted."""
+    while len(pending) < window:
+        try:
+            t = next(tasks)
+        except StopIteration:
+            return True
+        pending.append(submit(t))
+    return False
 
 
 def _done_future(value: Any) -> Future:
@@ -157,13 +162,7 @@ class RayEngine(Engine):
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < window:
-                    try:
-                        t = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.append(remote.remote(t))
+                exhausted = exhausted or _fill(pending, it, window, remote.remote)
                 if not pending:
                     return
                 ref = pending.popleft()

@@ -85,7 +85,23 @@ def unique_name(prefix: str = "b") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-class _Subprocess:
+class _Managed:
+    """``start()`` / ``stop()``, also as a context manager."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class _Subprocess(_Managed):
     """A server run as a child process listening on a free port of 127.0.0.1."""
 
     def __init__(self) -> None:
@@ -117,12 +133,6 @@ class _Subprocess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 class S3Server(_Subprocess):
@@ -266,7 +276,7 @@ class _QuietThreadingHTTPServer(http.server.ThreadingHTTPServer):
         logger.debug("http server: error serving %s", client_address, exc_info=True)
 
 
-class HTTPFileServer:
+class HTTPFileServer(_Managed):
     """Serves ``directory`` at ``http://127.0.0.1:<port>/`` from a thread, with byte ranges."""
 
     def __init__(self, directory: str | os.PathLike):
@@ -300,12 +310,6 @@ class HTTPFileServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 # -- fault proxy --------------------------------------------------------------------------
@@ -467,7 +471,7 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
-class FaultProxy:
+class FaultProxy(_Managed):
     """An HTTP/1.1 proxy on 127.0.0.1 in front of ``upstream`` (``http://host:port``).
 
     Requests pass unchanged (one upstream connection per request); the :class:`Fault` rules
@@ -537,12 +541,6 @@ class FaultProxy:
             except OSError:
                 pass
             self._listener = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     def _accept_loop(self) -> None:
         listener = self._listener
