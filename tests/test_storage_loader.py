@@ -8,6 +8,8 @@ exactly the undisturbed run's clips. When retries run out, the error names the U
 
 from __future__ import annotations
 
+import shutil
+
 import fsspec
 import pytest
 from torch.utils.data import DataLoader
@@ -174,6 +176,30 @@ def test_missing_file_and_forbidden_are_not_retried(converted, monkeypatch):
         with pytest.raises(TransportError, match=f"{proxy.endpoint}/train/train-000000.tar.*after 1 attempt "):
             t.read("train-000000.tar", 0, 10)
         assert t.stats.retries == 0
+
+
+def test_truncated_remote_shard_reported_like_a_local_one(converted, tmp_path, monkeypatch):
+    """A shard shorter than the index says is damage, not a transient fault: no retries, and
+    the same error as from local disk (the member cut short), with the shard's URL."""
+    monkeypatch.setenv("CLIPSHARDS_BLOCK_SIZE", str(BLOCK))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(converted, damaged)
+    shard = damaged / "train" / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+    def first_error(url):
+        ds = StreamingKinetics(url, shuffle=False)
+        with pytest.raises(ShardReadError) as info:
+            for _ in ds:
+                pass
+        return info.value, ds.index.transport.stats.retries
+
+    local, _ = first_error(damaged)
+    with HTTPFileServer(damaged) as http:
+        remote, retries = first_error(http.endpoint)
+        assert remote.shard == f"{http.endpoint}/train/train-000001.tar"
+    assert (remote.clip, remote.member, remote.reason) == (local.clip, local.member, local.reason)
+    assert "truncated" in remote.reason and retries == 0
 
 
 def test_readahead_keeps_several_requests_in_flight(converted, monkeypatch):
