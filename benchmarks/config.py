@@ -35,7 +35,7 @@ class BenchConfig:
     sample_rate: int = 44100
     frames_per_clip: int = 16
     step_between_clips: int = 16
-    repeats: int = 3
+    repeats: int = 5
     batch_size: int = 8
     loader_workers: tuple[int, ...] = (0, 2)
     loader_clips: int = 360

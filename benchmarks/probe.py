@@ -25,11 +25,13 @@ def first_batch(args: dict[str, Any]) -> dict[str, Any]:
     from clipshards.loader import StreamingKinetics
 
     start = time.perf_counter()
-    ds = StreamingKinetics(args["out"], "train", shuffle=True, seed=args.get("seed", 0))
+    ds = StreamingKinetics(args["out"], "train", shuffle=True, seed=args.get("seed", 0),
+                           shuffle_buffer=args.get("shuffle_buffer", "auto"), block_size=args.get("block_size", "auto"))
     loader = ds.loader(batch_size=args["batch_size"], num_workers=args["workers"])
     batch = next(iter(loader))
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "clips": int(batch.label.shape[0]), "num_clips": ds.index.num_clips}
+    return {"seconds": seconds, "clips": int(batch.label.shape[0]), "num_clips": ds.index.num_clips,
+            "shuffle_buffer": ds.shuffle_buffer, "block_size": ds.block_size}
 
 
 def convert_timing(args: dict[str, Any]) -> dict[str, Any]:

@@ -104,11 +104,12 @@ def _summary(sections: Sequence[Section]) -> str:
     return markdown_table(["Target (issue 5)", "Measured", "Met"], rows)
 
 
-def render_markdown(sections: Sequence[Section], *, command: str, config: dict[str, Any], seconds: float) -> str:
+def render_markdown(sections: Sequence[Section], *, command: str, config: dict[str, Any], seconds: float,
+                    conditions: str = "") -> str:
     head = [
         "## Benchmarks",
         "",
-        f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {machine()}.",
+        f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {machine()}." + (f" {conditions}" if conditions else ""),
         "",
         f"Dataset: {config['videos']} synthetic videos of {config['seconds']:g} s, {config['width']}x{config['height']}, "
         f"{config['fps']} fps, H.264 (GOP {config['gop']}, {config['bframes']} B-frames) with {config['sample_rate']} Hz stereo AAC; "
@@ -150,15 +151,45 @@ def _chart(sections: Sequence[Section], path: str) -> None:
     plt.close(fig)
 
 
-def write_results(out: str, sections: Sequence[Section], *, command: str, config: dict[str, Any], seconds: float) -> dict[str, str]:
+README_SECTION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README_SECTION.md")
+
+
+def write_readme_section(table_md: str, path: str = README_SECTION) -> str:
+    """The README's benchmark section: how to run the harness, then the latest results table."""
+    intro = "\n".join([
+        "## Benchmarks",
+        "",
+        "`python -m benchmarks.run` builds its own Kinetics-like dataset (cached in `benchmarks/work/`), converts it and "
+        "measures the loader, the converter, the time to the first batch and peak memory against torchvision-style "
+        "baselines; it writes `benchmarks/results/results.md` (these tables), `results.png` (chart) and `results.json`. "
+        "`--quick` is a smoke run on a tiny dataset; `--help` lists the sizes and repeats.",
+        "",
+        "```bash",
+        "pip install -e '.[plot]'",
+        "python -m benchmarks.run            # full run, ~10-15 min on 2 cores",
+        "python -m benchmarks.run --quick    # < 1 min",
+        "```",
+        "",
+        "Latest results ([chart](benchmarks/results/results.png)):",
+        "",
+    ])
+    body = table_md.split("\n", 2)[2] if table_md.startswith("## Benchmarks\n") else table_md
+    body = body.replace("\n### ", "\n#### ")
+    with open(path, "w") as fh:
+        fh.write(intro + "\n" + body.lstrip("\n"))
+    return path
+
+
+def write_results(out: str, sections: Sequence[Section], *, command: str, config: dict[str, Any], seconds: float,
+                  conditions: str = "") -> dict[str, str]:
     """Write ``results.md``, ``results.png`` and ``results.json`` into ``out``; returns their paths."""
     os.makedirs(out, exist_ok=True)
     paths = {k: os.path.join(out, n) for k, n in (("table", TABLE_NAME), ("chart", CHART_NAME), ("json", JSON_NAME))}
     with open(paths["table"], "w") as fh:
-        fh.write(render_markdown(sections, command=command, config=config, seconds=seconds))
+        fh.write(render_markdown(sections, command=command, config=config, seconds=seconds, conditions=conditions))
     _chart(sections, paths["chart"])
     raw = {
-        "command": command, "machine": machine(), "seconds": seconds, "config": config,
+        "command": command, "machine": machine(), "conditions": conditions, "seconds": seconds, "config": config,
         "sections": {s.key: {"checks": [c.__dict__ for c in s.checks], "raw": s.raw} for s in sections},
     }
     with open(paths["json"], "w") as fh:

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 
 from benchmarks import bench_convert, bench_first_batch, bench_loader, bench_memory, data  # noqa: E402
 from benchmarks.config import SECTIONS, BenchConfig, quick_config  # noqa: E402
-from benchmarks.report import Section, write_results  # noqa: E402
+from benchmarks.report import Section, write_readme_section, write_results  # noqa: E402
 
 logger = logging.getLogger("benchmarks")
 
@@ -113,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run(cfg: BenchConfig, *, command: str) -> dict[str, str]:
     """Run the configured sections and write the results; returns the paths written."""
     started = time.perf_counter()
+    load_before = _load()
     os.makedirs(cfg.work, exist_ok=True)
     root = data.build_dataset(cfg)
     sections = []
@@ -121,11 +122,24 @@ def run(cfg: BenchConfig, *, command: str) -> dict[str, str]:
         logger.info("section %s ...", name)
         sections.append(RUNNERS[name](cfg, root))
         logger.info("section %s done in %.0f s", name, time.perf_counter() - t)
-    paths = write_results(cfg.out, sections, command=command, config=cfg.to_json(), seconds=time.perf_counter() - started)
+    conditions = (f"Load average (1 min) {load_before} at the start, {_load()} at the end: "
+                  "the machine is shared, so other work adds noise (see the min-max spreads).")
+    paths = write_results(cfg.out, sections, command=command, config=cfg.to_json(), seconds=time.perf_counter() - started,
+                          conditions=conditions)
+    if not cfg.quick and os.path.abspath(cfg.out) == os.path.abspath(BenchConfig().out) and set(cfg.sections) == set(SECTIONS):
+        with open(paths["table"]) as fh:
+            paths["readme"] = write_readme_section(fh.read())
     for s in sections:
         for c in s.checks:
             logger.info("%-4s %s: %s", "ok" if c.met else ("n/a" if c.met is None else "MISS"), c.target, c.measured)
     return paths
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # pragma: no cover - platforms without getloadavg
+        return "n/a"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
