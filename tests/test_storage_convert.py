@@ -136,7 +136,7 @@ def test_killed_conversion_resumes(scheme, sig, nth, request, tiny_dataset, tiny
     assert_same_conversion(tree_bytes(tiny_converted), tree_bytes(url, server.storage_options()))
 
 
-def test_credentials_never_logged_or_written(s3_server, tiny_dataset, tmp_path, caplog, capsys):
+def test_credentials_never_logged_or_written(s3_server, tiny_dataset, tmp_path, caplog, capsys, monkeypatch):
     """Secret storage options, given to the API and to the CLI, appear in no log record (any
     logger, DEBUG level), no output, no error message and no file written."""
     secret = "Sup3rSecret-" + os.urandom(6).hex()
@@ -144,6 +144,9 @@ def test_credentials_never_logged_or_written(s3_server, tiny_dataset, tmp_path, 
     opts["secret"] = secret  # moto accepts any secret
     url = f"s3://{s3_server.make_bucket()}/conv"
     caplog.set_level(logging.DEBUG)
+    for name in ("clipshards", "clipshards.convert", "clipshards.convert.api"):  # whatever earlier tests set
+        caplog.set_level(logging.DEBUG, logger=name)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
     convert(tiny_dataset, url, workers=1, storage_options=opts, **CONVERT_KW)
 
     cli_url = f"s3://{s3_server.make_bucket()}/cli"
