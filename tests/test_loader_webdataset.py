@@ -159,7 +159,7 @@ class _Boom:
         return (pytest.fail, ("a shard member was unpickled",))
 
 
-def test_members_outside_the_schema_are_never_read(converted, tmp_path):  # noqa: F811
+def test_members_outside_the_schema_are_never_unpickled(converted, tmp_path):  # noqa: F811
     bad = copy_out(converted[1], tmp_path / "pickle")
     split = bad / "train"
     members = shard_members(split / "train-000000.tar")
