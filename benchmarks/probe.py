@@ -67,15 +67,19 @@ def decode_timing(args: dict[str, Any]) -> dict[str, Any]:
 
 def convert_memory(args: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS of a one-worker (in-process) conversion, and the RSS before it started."""
+    import shutil
+
     from clipshards.convert import convert
 
+    shutil.rmtree(args["out"], ignore_errors=True)  # else the converter finds its own output and does nothing
     before = peak_rss_mib()
     report = convert(
         args["root"], args["out"], frames_per_clip=args["frames_per_clip"], step_between_clips=args["step_between_clips"],
-        codec=args["codec"], workers=1, progress=False, overwrite=True,
+        codec=args["codec"], workers=1, progress=False,
     )
-    if report.skipped:
-        raise RuntimeError(f"conversion skipped {report.skipped[0].path}: {report.skipped[0].reason}")
+    shutil.rmtree(args["out"], ignore_errors=True)
+    if report.skipped or not report.clips or report.resumed_shards:
+        raise RuntimeError(f"conversion of {args['root']} gave {report.clips} clips ({report.resumed_shards} shards reused), skipped {len(report.skipped)} videos")
     return {"peak_mib": peak_rss_mib(), "before_mib": before, "clips": report.clips,
             "frames": sum(v.frames for v in report.videos)}
 
