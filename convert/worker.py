@@ -17,7 +17,7 @@ from .layout import VideoEntry
 from .options import ConvertOptions
 from .schema import clip_key, encode_sample
 from .storage import Location
-from .writer import encode_members
+from .writer import write_members
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ def convert_video(task: VideoTask) -> VideoResult:
                     codec=o.codec,
                     jpeg_quality=o.jpeg_quality,
                 )
-                data = encode_members(members)
-                fh.write(data)
-                sizes.append(len(data))
+                sizes.append(write_members(fh, members))
     except VideoError as exc:
         spool.remove(name)
         return VideoResult(e.index, ok=False, reason=exc.reason, info=info)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Iterable, Optional
 from .schema import shard_name
 from .storage import Location
 
-__all__ = ["tar_member", "TAR_END", "ShardInfo", "ShardWriter"]
+__all__ = ["tar_member", "encode_members", "write_members", "TAR_END", "ShardInfo", "ShardWriter"]
 
 BLOCK = 512
 TAR_END = b"\0" * (2 * BLOCK)
@@ -38,6 +38,17 @@ def _member_parts(name: str, data: bytes) -> tuple[bytes, bytes, bytes]:
     info.type = tarfile.REGTYPE
     header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
     return header, data, b"\0" * ((-len(data)) % BLOCK)
+
+
+def write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write the tar bytes of ``members`` to ``fh`` part by part (a raw clip is megabytes: not
+    joined first, one copy fewer than :func:`encode_members`); returns the bytes written."""
+    written = 0
+    for name, data in members:
+        for part in _member_parts(name, data):
+            fh.write(part)
+            written += len(part)
+    return written
 
 
 def encode_members(members: Iterable[tuple[str, bytes]]) -> bytes:
