@@ -24,7 +24,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
     out = os.path.join(cfg.work, "convert_bench_out")
     fps: dict[tuple[str, int], list[float]] = {}
     vps: dict[tuple[str, int], list[float]] = {}
-    for r in range(cfg.repeats):
+    for r in range(cfg.convert_repeats):
         for w in cfg.convert_workers:
             for kind in ("decode",) + CODECS:
                 if kind == "decode":
@@ -58,7 +58,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
             s.notes.append(f"jpeg: --workers 2 is {jr:.2f}x --workers 1; decode-only: "
                            f"{F[('decode', 2)].median / F[('decode', 1)].median:.2f}x.")
     s.notes.append(
-        f"{len(paths)} videos ({len(paths) * cfg.frames} frames) a run, each run in a fresh process; a run is "
+        f"{len(paths)} videos ({len(paths) * cfg.frames} frames) a run, {cfg.convert_repeats} runs, each in a fresh process; a run is "
         "`convert()` end to end: worker start-up, probe, decode, encode, shard writing (fsync), index. Decode-only decodes every video frame to RGB24 and the "
         "audio, with the converter's thread settings (FFmpeg threads auto) in the same number of processes."
     )

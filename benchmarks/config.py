@@ -40,7 +40,8 @@ class BenchConfig:
     loader_workers: tuple[int, ...] = (0, 2)
     loader_clips: int = 360
     baseline_clips: int = 64
-    convert_videos: int = 16
+    convert_videos: int = 40
+    convert_repeats: int = 3
     convert_workers: tuple[int, ...] = (1, 2)
     index_videos: tuple[int, ...] = (1000, 10000, 100000)
     scan_files: int = 8
@@ -57,7 +58,7 @@ class BenchConfig:
         if unknown or not self.sections:
             bad("sections", f"each must be one of {SECTIONS}")
         for name in ("videos", "classes", "width", "height", "fps", "gop", "frames_per_clip", "step_between_clips",
-                     "repeats", "batch_size", "baseline_clips", "convert_videos", "scan_files"):
+                     "repeats", "convert_repeats", "batch_size", "baseline_clips", "convert_videos", "scan_files"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(name, "must be an integer >= 1")
@@ -100,7 +101,7 @@ def quick_config(**changes: Any) -> BenchConfig:
         work=os.path.join(HERE, "work", "quick"),
         out=os.path.join(HERE, "work", "quick", "results"),
         videos=4, classes=2, seconds=1.2, width=64, height=48, gop=12, bframes=0, sample_rate=22050,
-        repeats=1, batch_size=2, baseline_clips=4, convert_videos=2, convert_workers=(1, 2),
+        repeats=1, convert_repeats=1, batch_size=2, baseline_clips=4, convert_videos=2, convert_workers=(1, 2),
         index_videos=(100, 400), scan_files=2, memory_seconds=(1.0, 3.0), shuffle_buffers=(0, 4), loader_clips=0, memory_clips=0, quick=True,
     )
     base.update(changes)

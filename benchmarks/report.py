@@ -114,7 +114,7 @@ def render_markdown(sections: Sequence[Section], *, command: str, config: dict[s
         f"Dataset: {config['videos']} synthetic videos of {config['seconds']:g} s, {config['width']}x{config['height']}, "
         f"{config['fps']} fps, H.264 (GOP {config['gop']}, {config['bframes']} B-frames) with {config['sample_rate']} Hz stereo AAC; "
         f"clips of {config['frames_per_clip']} frames every {config['step_between_clips']} frames. "
-        f"Figures are medians over {config['repeats']} runs with (min-max).",
+        f"Figures are medians over {config['repeats']} runs ({config.get('convert_repeats', config['repeats'])} for the converter) with (min-max).",
         "",
         _summary(sections),
     ]
@@ -131,8 +131,12 @@ def _chart(sections: Sequence[Section], path: str) -> None:
     charts = [s for s in sections if s.chart]
     if not charts:
         return
-    fig, axes = plt.subplots(1, len(charts), figsize=(5.2 * len(charts), 4.4), squeeze=False)
-    for ax, s in zip(axes[0], charts):
+    cols = min(2, len(charts))
+    rows = -(-len(charts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(charts):]:
+        ax.set_visible(False)
+    for ax, s in zip(axes.flat, charts):
         c = s.chart
         labels, values = c["labels"], c["values"]
         lows = [v - lo for v, lo in zip(values, c.get("lows", values))]

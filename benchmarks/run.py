@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loader-clips", type=int, default=None, help=f"clips per loader run, 0 for one epoch [{d.loader_clips}]")
     g.add_argument("--baseline-clips", type=int, default=None, help=f"clips per baseline run [{d.baseline_clips}]")
     g.add_argument("--convert-videos", type=int, default=None, help=f"videos per converter run [{d.convert_videos}]")
+    g.add_argument("--convert-repeats", type=int, default=None, help=f"runs per converter measurement [{d.convert_repeats}]")
     g.add_argument("--convert-workers", type=_ints, default=None, help=f"converter --workers to try [{','.join(map(str, d.convert_workers))}]")
     g.add_argument("--index-videos", type=_ints, default=None, help=f"index sizes for the first batch [{','.join(map(str, d.index_videos))}]")
     g.add_argument("--scan-files", type=int, default=None, help=f"videos scanned to estimate torchvision's scan [{d.scan_files}]")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     names = ["repeats", "videos", "classes", "seconds", "width", "height", "fps", "gop", "frames_per_clip",
              "step_between_clips", "batch_size", "loader_workers", "loader_clips", "baseline_clips", "convert_videos",
-             "convert_workers", "index_videos", "scan_files", "memory_seconds", "memory_clips", "shuffle_buffers", "out", "work", "sections"]
+             "convert_repeats", "convert_workers", "index_videos", "scan_files", "memory_seconds", "memory_clips", "shuffle_buffers", "out", "work", "sections"]
     changes = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.work and not args.out:
         changes["out"] = os.path.join(args.work, "results")
