@@ -8,6 +8,7 @@ audio float32 ``[K, L]`` and label a Python ``int``.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import operator
 import os
@@ -26,7 +27,7 @@ from .plan import (
     auto_block_size,
     auto_shuffle_buffer,
     batches_of,
-    buffer_order,
+    iter_buffer_order,
     part_bounds,
     rank_length,
     segments,
@@ -278,10 +279,11 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
             block_size=self.block_size, world_size=self.rank_and_world()[1], remainder=self.remainder,
         )
 
-    def _worker_order(self, plan: EpochPlan, rank: int, num_workers: int, worker: int) -> tuple[np.ndarray, np.ndarray]:
+    def _worker_order(self, plan: EpochPlan, rank: int, num_workers: int, worker: int) -> tuple[np.ndarray, Iterator[int]]:
+        """A worker's clips in read order, and the lazy order in which they are yielded."""
         clips = plan.part(rank, num_workers, worker)
         size = self.shuffle_buffer if self.shuffle else 0
-        return clips, buffer_order(len(clips), size, worker_rng(self.seed, plan.epoch, rank, worker))
+        return clips, iter_buffer_order(len(clips), size, worker_rng(self.seed, plan.epoch, rank, worker))
 
     def epoch_order(self, epoch: Optional[int] = None, *, num_workers: int = 1) -> list[np.ndarray]:
         """Global clip indices each DataLoader worker of this rank yields in ``epoch`` (default:
@@ -293,7 +295,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         out = []
         for w in range(num_workers):
             clips, order = self._worker_order(plan, rank, num_workers, w)
-            out.append(clips[order])
+            out.append(clips[np.fromiter(order, dtype=np.int64, count=len(clips))])
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -377,21 +379,20 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         if in_process:
             self._resume = None
 
-    def _emit(self, clips: np.ndarray, order: np.ndarray, skip: int, slot: int) -> Iterator[tuple[Any, torch.Tensor, int]]:
+    def _emit(self, clips: np.ndarray, order: Iterator[int], skip: int, slot: int) -> Iterator[tuple[Any, torch.Tensor, int]]:
         """Yield clips ``clips[order[skip:]]``: read sequentially from the first position not
         yet read before ``skip``; clips read before that (held in the buffer when the
         position was saved) are fetched by direct access."""
         n = len(clips)
         if skip >= n:
             return
-        cursor = int(order[:skip].max()) + 1 if skip else 0
+        cursor = max(itertools.islice(order, skip)) + 1 if skip else 0
         stream = self._reader.stream(segments(clips, self.index.shard_of(clips), cursor))
         held: dict[int, RawSample | ShardReadError] = {}
         next_pos = cursor
         last_good: Optional[tuple[Any, torch.Tensor, int]] = None
         owed = 0
-        for t in range(skip, n):
-            p = int(order[t])
+        for t, p in zip(range(skip, n), order):
             if p in held:
                 item = held.pop(p)
             elif p >= next_pos:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = [
     "EpochPlan",
     "Segment",
     "buffer_order",
+    "iter_buffer_order",
     "rank_length",
     "part_bounds",
     "segments",
@@ -81,28 +82,32 @@ def part_bounds(length: int, num_workers: int, worker: int) -> tuple[int, int]:
     return a, a + base + (worker < extra)
 
 
-def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Output order of ``n`` items read in order through a reservoir of ``size`` items.
+def iter_buffer_order(n: int, size: int, rng: np.random.Generator) -> Iterator[int]:
+    """Output order of ``n`` items read in order through a reservoir of ``size`` items, lazily.
 
     The first ``size`` items fill the reservoir; each later item replaces a uniformly chosen
     occupant, which is emitted; at the end the remaining occupants are emitted in random
-    order. ``out[t]`` is the read position of the t-th emitted item. Emitting ``out[t]`` never
-    needs more than ``size`` items held: ``max(out[:t+1]) < size + t + 1``.
+    order. The t-th value is the read position of the t-th emitted item; emitting it never
+    needs more than ``size`` items held: ``max(out[:t+1]) < size + t + 1``. Lazy, so the
+    first clip of an epoch costs O(1) Python steps whatever the number of clips.
     """
     if size <= 1 or n <= 1:
-        return np.arange(n, dtype=np.int64)
+        yield from range(n)
+        return
     fill = min(size, n)
     held = list(range(fill))
-    out = np.empty(n, dtype=np.int64)
-    picks = rng.integers(0, fill, size=n - fill)
-    for t in range(n - fill):
-        j = picks[t]
-        out[t] = held[j]
+    picks = rng.integers(0, fill, size=n - fill).tolist()
+    for t, j in enumerate(picks):
+        yield held[j]
         held[j] = fill + t
     tail = np.array(held, dtype=np.int64)
     rng.shuffle(tail)
-    out[n - fill:] = tail
-    return out
+    yield from tail.tolist()
+
+
+def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`iter_buffer_order` as an array ``out`` (``out[t]``: read position of the t-th item)."""
+    return np.fromiter(iter_buffer_order(n, size, rng), dtype=np.int64, count=n)
 
 
 @dataclass(frozen=True)
