@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from clipshards.convert import ConvertOptions, convert
 from clipshards.convert.report import VideoRecord
-from clipshards.convert.schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, dumps_json, encode_npy, encode_sample
+from clipshards.convert.schema import (
+    FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, clip_key, dumps_json, encode_npy, encode_sample,
+)
 from clipshards.convert.storage import Location
 from clipshards.convert.synth import VideoSpec, write_video
-from clipshards.convert.worker import clip_key
 from clipshards.convert.writer import ShardWriter, encode_members
 
 from .config import BenchConfig
