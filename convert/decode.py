@@ -80,16 +80,22 @@ def _best(container: av.container.InputContainer, kind: str):
         return streams[0]
 
 
+def _video_stream(container: av.container.InputContainer):
+    """FFmpeg's best video stream and its average frame rate; a :class:`VideoError` without one."""
+    vstream = _best(container, "video")
+    if vstream is None:
+        raise VideoError("no video stream")
+    rate = vstream.average_rate or vstream.guessed_rate
+    if not rate or float(rate) <= 0:
+        raise VideoError("video stream has no frame rate")
+    return vstream, float(rate)
+
+
 def probe(path: str) -> Probe:
     """Open ``path``, pick the best streams and count video packets (demux only)."""
     container = _open(path)
     try:
-        vstream = _best(container, "video")
-        if vstream is None:
-            raise VideoError("no video stream")
-        rate = vstream.average_rate or vstream.guessed_rate
-        if not rate or float(rate) <= 0:
-            raise VideoError("video stream has no frame rate")
+        vstream, fps = _video_stream(container)
         astream = _best(container, "audio")
         packets = 0
         try:
@@ -103,7 +109,7 @@ def probe(path: str) -> Probe:
             video_stream=vstream.index,
             packets=packets,
             declared_frames=int(vstream.frames or 0),
-            fps=float(rate),
+            fps=fps,
             width=int(cc.width or 0),
             height=int(cc.height or 0),
             codec=cc.name,
@@ -269,13 +275,7 @@ def iter_clips(
     container = _open(path)
     audio: Optional[_AudioReader] = None
     try:
-        vstream = _best(container, "video")
-        if vstream is None:
-            raise VideoError("no video stream")
-        rate = vstream.average_rate or vstream.guessed_rate
-        if not rate or float(rate) <= 0:
-            raise VideoError("video stream has no frame rate")
-        fps = float(rate)
+        vstream, fps = _video_stream(container)
         info.fps = fps
         vstream.thread_type = "AUTO"
         if threads:
