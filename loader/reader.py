@@ -1,7 +1,7 @@
 """Reading clips out of shards: one clip by direct access, or runs of clips as one stream.
 
 Either way the byte range of every clip comes from ``offsets.npy``: a clip is read into its
-own ``bytearray`` (direct access: one ranged read; a run: consecutive ``readinto`` calls on
+own uninitialised buffer (direct access: one ranged read; a run: consecutive ``readinto`` calls on
 one sequential stream opened at the run's first clip), then its tar members are located
 with :mod:`tarfile` and handed to :func:`clipshards.convert.schema.decode_sample` as
 zero-copy views. Only schema members are looked at (``cls``, ``json``, ``audio.npy``,
@@ -33,6 +33,7 @@ from clipshards.convert.schema import (
 
 from .index import DatasetIndex
 from .plan import Segment
+from .transport import empty_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class RawSample:
     fields: dict[str, memoryview]
 
 
-def parse_sample(buf: bytearray, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
+def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
     """Locate the tar members of one clip in ``buf`` (exactly the clip's byte range).
 
     ``expected`` is the length the index gives; a shorter ``buf`` means the shard is
@@ -194,7 +195,7 @@ class SampleReader:
         shard, off, length = self.index.locate(g)
         url = self.index.transport.url_of(shard.name)
         try:
-            buf = self.index.transport.read(shard.name, off, off + length)
+            buf = self.index.transport.read_buffer(shard.name, off, off + length)
         except OSError as exc:
             raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
         return parse_sample(buf, shard=url, clip=g, expected=length)
@@ -203,7 +204,7 @@ class SampleReader:
         """Clips ``gs`` by ranged reads issued together (concurrent on remote storage)."""
         located = [self.index.locate(g) for g in gs]
         transport = self.index.transport
-        bufs = transport.read_many([(s.name, off, off + n) for s, off, n in located], return_exceptions=True)
+        bufs = transport.read_many([(s.name, off, off + n) for s, off, n in located], return_exceptions=True, buffers=True)
         out = []
         for g, (shard, off, length), buf in zip(gs, located, bufs):
             url = transport.url_of(shard.name)
@@ -251,7 +252,7 @@ class SampleReader:
                         yield seg.pos + j, ShardReadError(url, g, None, f"offsets.npy puts it at byte {off}, the previous clip ends at {pos}")
                         done = j + 1
                         break
-                    buf = bytearray(length)
+                    buf = empty_buffer(length)
                     try:
                         got = reader.readinto(buf)
                     except OSError as exc:
@@ -260,7 +261,7 @@ class SampleReader:
                         break
                     pos += got
                     if got < length:
-                        del buf[got:]
+                        buf = buf[:got]
                     try:
                         item: RawSample | ShardReadError = parse_sample(buf, shard=url, clip=g, expected=length)
                     except ShardReadError as exc:

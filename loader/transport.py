@@ -15,8 +15,9 @@ loader sees three calls (:meth:`Transport.read`, :meth:`Transport.open_range`,
   evicted beyond ``cache_limit`` bytes; ``index.json`` and ``offsets.npy`` are always read
   from the source.
 
-Local files are read directly. Reads fill ``bytearray`` buffers: arrays parsed from them are
-writable, so tensors can share their memory without a copy. Credentials stay inside
+Local files are read directly. Reads fill writable buffers (``bytearray``, or for clip payloads
+an uninitialised one from :func:`empty_buffer`): arrays parsed from them are writable, so
+tensors can share their memory without a copy. Credentials stay inside
 ``storage_options``; they are never logged.
 """
 
@@ -37,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO, Callable, Mapping, Optional, Sequence, TypeVar
 
+import numpy as np
 from fsspec.asyn import AsyncFileSystem
 from fsspec.exceptions import FSTimeoutError
 
@@ -44,7 +46,7 @@ from clipshards.convert.storage import Location
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Transport", "TransportOptions", "TransportStats", "TransportError", "RangeReader", "BlockCache"]
+__all__ = ["Transport", "TransportOptions", "TransportStats", "TransportError", "RangeReader", "BlockCache", "empty_buffer"]
 
 MiB = 1024 * 1024
 REMOTE_BLOCK_SIZE = 8 * MiB
@@ -258,6 +260,12 @@ class RangeReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def empty_buffer(length: int) -> memoryview:
+    """A writable byte buffer of ``length`` bytes that is not zero-filled (it is about to be
+    read into); arrays viewing it are writable, so ``torch.from_numpy`` needs no copy."""
+    return memoryview(np.empty(length, dtype=np.uint8))
 
 
 def _readinto(fh: BinaryIO, view: memoryview) -> int:
@@ -610,37 +618,50 @@ class Transport:
     def read(self, name: str, start: int = 0, end: Optional[int] = None) -> bytearray:
         """Bytes ``[start, end)`` of ``name`` (to its end when ``end`` is None); shorter only
         where the file ends before ``end``."""
+        return self._read(name, start, end, bytearray)
+
+    def read_buffer(self, name: str, start: int = 0, end: Optional[int] = None) -> memoryview:
+        """:meth:`read` into a writable buffer that is not zero-filled first (see
+        :func:`empty_buffer`): for clip payloads, where the zero-fill costs as much as a copy."""
+        return self._read(name, start, end, empty_buffer)
+
+    def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"byte range [{start}, {end}) of {self.url_of(name)} is not a valid range")
         if not self.location.is_local:
-            return bytearray(self._read_remote(name, start, end))
+            data = bytearray(self._read_remote(name, start, end))
+            return data if alloc is bytearray else memoryview(data)
         try:
             with open(self.location.path(name), "rb", buffering=0) as fh:
                 if end is None:
                     end = os.fstat(fh.fileno()).st_size
                 fh.seek(start)
-                buf = bytearray(max(0, end - start))
+                length = max(0, end - start)
+                buf = alloc(length)
                 got = RangeReader(fh, url="", start=start, end=end, on_read=lambda n: None).readinto(buf)
-                del buf[got:]
+                if got < length:
+                    buf = buf[:got]
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
         self.stats.add(name, len(buf))
         return buf
 
     def read_many(self, requests: Sequence[tuple[str, int, Optional[int]]], *,
-                  return_exceptions: bool = False) -> list[Any]:
-        """:meth:`read` of each ``(name, start, end)``, in order. Remote reads run concurrently,
-        so a batch of random clips costs about one round trip, not one per clip. A failed read
-        raises (the first in order), or with ``return_exceptions`` stands in its place."""
+                  return_exceptions: bool = False, buffers: bool = False) -> list[Any]:
+        """:meth:`read` (``buffers``: :meth:`read_buffer`) of each ``(name, start, end)``, in
+        order. Remote reads run concurrently, so a batch of random clips costs about one round
+        trip, not one per clip. A failed read raises (the first in order), or with
+        ``return_exceptions`` stands in its place."""
+        read = self.read_buffer if buffers else self.read
         if self.location.is_local or len(requests) < 2:
             futures = None
         else:
             pool = self._pool()
-            futures = [pool.submit(self.read, name, start, end) for name, start, end in requests]
+            futures = [pool.submit(read, name, start, end) for name, start, end in requests]
         out: list[Any] = []
         for i, (name, start, end) in enumerate(requests):
             try:
-                out.append(futures[i].result() if futures is not None else self.read(name, start, end))
+                out.append(futures[i].result() if futures is not None else read(name, start, end))
             except Exception as exc:
                 if not return_exceptions:
                     for f in futures or ():
