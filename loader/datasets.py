@@ -28,9 +28,9 @@ from .plan import (
     auto_shuffle_buffer,
     batches_of,
     iter_buffer_order,
+    iter_segments,
     part_bounds,
     rank_length,
-    segments,
     worker_rng,
 )
 from .reader import OUTPUT_FORMATS, RawSample, SampleReader, ShardReadError, decode, to_output
@@ -387,7 +387,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         if skip >= n:
             return
         cursor = max(itertools.islice(order, skip)) + 1 if skip else 0
-        stream = self._reader.stream(segments(clips, self.index.shard_of(clips), cursor))
+        stream = self._reader.stream(iter_segments(clips, self.index.shard_of(clips), cursor))
         held: dict[int, RawSample | ShardReadError] = {}
         next_pos = cursor
         last_good: Optional[tuple[Any, torch.Tensor, int]] = None

@@ -33,6 +33,7 @@ __all__ = [
     "rank_length",
     "part_bounds",
     "segments",
+    "iter_segments",
     "worker_rng",
     "batches_of",
     "auto_block_size",
@@ -121,15 +122,23 @@ class Segment:
     pos: int
 
 
-def segments(clips: np.ndarray, shard_of_clips: np.ndarray, start: int = 0) -> list[Segment]:
-    """Cut ``clips[start:]`` (global clip indices in read order) into sequential runs."""
+def iter_segments(clips: np.ndarray, shard_of_clips: np.ndarray, start: int = 0) -> Iterator[Segment]:
+    """Cut ``clips[start:]`` (global clip indices in read order) into sequential runs, lazily:
+    the run boundaries are found in one vectorised pass, the :class:`Segment` objects made
+    one at a time, so a reader's first clip costs O(1) segments whatever the part's length."""
     c = np.asarray(clips[start:], dtype=np.int64)
     if c.size == 0:
-        return []
+        return
     s = np.asarray(shard_of_clips[start:], dtype=np.int64)
     breaks = np.flatnonzero((np.diff(c) != 1) | (np.diff(s) != 0)) + 1
     bounds = np.concatenate(([0], breaks, [c.size]))
-    return [Segment(int(s[a]), int(c[a]), int(b - a), start + int(a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        yield Segment(int(s[a]), int(c[a]), b - a, start + a)
+
+
+def segments(clips: np.ndarray, shard_of_clips: np.ndarray, start: int = 0) -> list[Segment]:
+    """:func:`iter_segments` as a list."""
+    return list(iter_segments(clips, shard_of_clips, start))
 
 
 class EpochPlan:

@@ -16,7 +16,7 @@ import logging
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -215,7 +215,7 @@ class SampleReader:
             out.append(parse_sample(buf, shard=url, clip=g, expected=length))
         return out
 
-    def stream(self, segs: list[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+    def stream(self, segs: Iterable[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         """``(position, sample or error)`` for every clip of the segments, in order.
 
         Each segment of several clips is read as one sequential stream (a single clip: one
