@@ -34,6 +34,7 @@ from .schema import (
     REPORT_NAME,
     dumps_json,
     encode_npy,
+    shard_name,
 )
 from .storage import Location, redact
 from .worker import VideoResult, VideoTask, convert_video
@@ -274,8 +275,6 @@ class _Run:
         return cursor  # type: ignore[return-value]
 
     def shard_name(self, i: int) -> str:
-        from .schema import shard_name
-
         return shard_name(self.opts.split, i)
 
     # -- shards --------------------------------------------------------------------------
@@ -352,8 +351,6 @@ class _Run:
                 bar.set_postfix_str(f"{self.global_clips} clips, {human_bytes(self.bytes + (self.writer.size if self.writer else 0))}")
             if self.writer is not None:
                 self._finish_shard(next_cursor=(len(layout.videos), 0))
-            elif self.unmarked and self.shards:
-                pass  # their records are carried into the index below
             self._write_index()
         except BaseException as exc:
             if self.writer is not None:
