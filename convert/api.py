@@ -38,7 +38,7 @@ from .schema import (
 )
 from .storage import Location, redact
 from .worker import VideoResult, VideoTask, convert_video
-from .writer import TAR_END, ShardInfo, ShardWriter
+from .writer import TAR_END, ChunkPool, ShardInfo, ShardWriter
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ class _Run:
         self.shards: list[ShardInfo] = []
         self.shard_first: list[int] = []
         self.writer: Optional[ShardWriter] = None
+        self.chunks = ChunkPool()
         self.global_clips = 0
         self.bytes = 0
 
@@ -278,14 +279,14 @@ class _Run:
         return shard_name(self.opts.split, i)
 
     # -- shards --------------------------------------------------------------------------
-    def _add_sample(self, data: bytes, cursor: tuple[int, int]) -> None:
-        if self.writer is not None and self.writer.info.clips and self.writer.size + len(data) + len(TAR_END) > self.opts.shard_size:
+    def _shard_for(self, size: int, cursor: tuple[int, int]) -> ShardWriter:
+        """The shard the next sample (``size`` bytes) goes to, finishing the current one if full."""
+        if self.writer is not None and self.writer.info.clips and self.writer.size + size + len(TAR_END) > self.opts.shard_size:
             self._finish_shard(next_cursor=cursor)
         if self.writer is None:
-            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards))
+            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards), pool=self.chunks)
             self.shard_first.append(self.global_clips)
-        self.writer.add(data)
-        self.global_clips += 1
+        return self.writer
 
     def _finish_shard(self, next_cursor: tuple[int, int]) -> None:
         assert self.writer is not None
@@ -322,14 +323,21 @@ class _Run:
             disable=not opts.progress, dynamic_ncols=True,
         )
         first_clip_of = {start_video: self.global_clips - start_clip} if start_clip else {}
+        window = 2 * self.eng.workers
+        # a local spool reuses window + 1 slot files: when task k is submitted, the tasks before
+        # k - window have been consumed, so slot k % (window + 1) is free
+        slots = window + 1 if spool_dir else 0
 
         def tasks() -> Iterator[VideoTask]:
+            k = 0
             for e in todo:
                 if e.index in self.plan.unreadable:
                     continue
-                yield VideoTask(e, opts, spool_url, storage_options, start_clip if e.index == start_video else 0)
+                skip = start_clip if e.index == start_video else 0
+                yield VideoTask(e, opts, spool_url, storage_options, skip, slot=k % slots if slots else -1)
+                k += 1
 
-        results = self.eng.map_ordered(convert_video, tasks())
+        results = self.eng.map_ordered(convert_video, tasks(), window=window)
         try:
             for e in todo:
                 rec = self.records.get(e.index) or _record(e)
@@ -378,15 +386,17 @@ class _Run:
             rec.status, rec.reason = "skipped", res.reason
             return
         rec.status, rec.clips = "ok", res.clips
+        path = spool.path(res.spool_name)
         try:
-            with spool.fs.open(spool.path(res.spool_name), "rb") as fh:
+            with open(path, "rb", buffering=0) if spool.is_local else spool.fs.open(path, "rb") as fh:
                 for j, size in enumerate(res.sample_sizes):
-                    data = fh.read(size)
-                    if len(data) != size:
-                        raise ConversionError(f"spool of {e.relpath} is short ({len(data)} of {size} bytes)")
-                    self._add_sample(data, (e.index, skip + j))
+                    got = self._shard_for(size, (e.index, skip + j)).add_from(fh.readinto, size)
+                    self.global_clips += 1
+                    if got != size:
+                        raise ConversionError(f"spool of {e.relpath} is short ({got} of {size} bytes)")
         finally:
-            spool.remove(res.spool_name)
+            if not res.spool_reused:
+                spool.remove(res.spool_name)
 
     def _write_index(self) -> None:
         opts, layout = self.opts, self.layout

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .clips import audio_window, clip_count, selected_count, selected_index
 
@@ -301,6 +302,9 @@ def iter_clips(
         held: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
         size: Optional[tuple[int, int]] = None
         decoded = 0
+        # one scaler for the whole video: ``frame.to_ndarray(format=...)`` builds (and tears down,
+        # with its slice threads) a new SwsContext for every frame
+        reformatter = VideoReformatter()
 
         def make(c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
             nonlocal audio
@@ -345,10 +349,7 @@ def iter_clips(
                     needed = any(_clip_range_contains(k, T, S) for k in range(next_k, k_hi))
                     rgb = None
                     if needed:
-                        if size == (frame.width, frame.height):
-                            rgb = frame.to_ndarray(format="rgb24")
-                        else:
-                            rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                        rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
                     for k in range(next_k, k_hi):
                         if rgb is not None and _clip_range_contains(k, T, S):
                             window.append((k, i, rgb))

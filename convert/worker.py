@@ -7,8 +7,10 @@ video file and the options, so a task that is retried gives the same bytes.
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 import av
 
@@ -21,7 +23,7 @@ from .writer import write_members
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoTask", "VideoResult", "convert_video", "clip_key"]
+__all__ = ["VideoTask", "VideoResult", "convert_video", "clip_key", "spool_name", "slot_name"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class VideoTask:
     spool_url: str
     storage_options: Optional[dict[str, Any]] = field(default=None, repr=False)  # may hold credentials
     skip_clips: int = 0
+    slot: int = -1  # >= 0: overwrite the reused local spool file of this slot (see convert_video)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class VideoResult:
     clips: int = 0  # clips of the whole video (including skipped ones)
     sample_sizes: list[int] = field(default_factory=list)  # of the clips written to the spool
     spool_name: str = ""
+    spool_reused: bool = False  # a slot file: the writer keeps it for later videos
     info: Optional[VideoInfo] = None
 
 
@@ -48,15 +52,46 @@ def spool_name(index: int) -> str:
     return f"{index:08d}.spool"
 
 
+def slot_name(slot: int) -> str:
+    return f"slot-{slot:03d}.spool"
+
+
+@contextmanager
+def _open_spool(spool: Location, task: VideoTask) -> Iterator[BinaryIO]:
+    """The file a video's samples go to.
+
+    A local spool with ``task.slot >= 0`` is a file the run reuses for video after video,
+    overwritten in place from offset 0: its pages stay in the page cache, so the
+    gigabytes of raw clips that pass through cost a copy each way, not fresh pages (a
+    page fault each, and a trip to the host on a VM that reclaims freed memory). The
+    writer assigns slots so that no slot is rewritten before it has been read. Otherwise
+    (object storage, Ray) each video gets its own file, written atomically.
+    """
+    if task.slot >= 0 and spool.is_local:
+        fd = os.open(spool.path(slot_name(task.slot)), os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+    else:
+        with spool.open_atomic(spool_name(task.entry.index), durable=False) as fh:
+            yield fh
+
+
 def convert_video(task: VideoTask) -> VideoResult:
-    """Decode and encode every clip of one video into ``spool_url/<index>.spool``."""
+    """Decode and encode every clip of one video into the spool (``spool_url/<index>.spool``,
+    or the task's slot file)."""
     e, o = task.entry, task.options
     info = VideoInfo()
     spool = Location(task.spool_url, task.storage_options)
-    name = spool_name(e.index)
+    reused = task.slot >= 0 and spool.is_local
+    name = slot_name(task.slot) if reused else spool_name(e.index)
+
+    def drop() -> None:
+        if not reused:
+            spool.remove(name)
+
     sizes: list[int] = []
     try:
-        with spool.open_atomic(name, durable=False) as fh:
+        with _open_spool(spool, task) as fh:
             for clip in iter_clips(
                 e.path,
                 frames_per_clip=o.frames_per_clip,
@@ -93,19 +128,19 @@ def convert_video(task: VideoTask) -> VideoResult:
                 )
                 sizes.append(write_members(fh, members))
     except VideoError as exc:
-        spool.remove(name)
+        drop()
         return VideoResult(e.index, ok=False, reason=exc.reason, info=info)
     except MemoryError:
-        spool.remove(name)
+        drop()
         return VideoResult(e.index, ok=False, reason="out of memory while decoding", info=info)
     except (av.error.FFmpegError, ValueError, RuntimeError, ArithmeticError, IndexError) as exc:
         # a file that trips the decoder in an unforeseen way costs that video, not the run
         logger.warning("%s: unexpected decoder error", e.relpath, exc_info=True)
-        spool.remove(name)
+        drop()
         return VideoResult(e.index, ok=False, reason=f"decoder error: {type(exc).__name__}: {exc}", info=info)
     total = expected_clips(info.num_frames, info.fps, o.frame_rate, o.frames_per_clip, o.step_between_clips)
     if total == 0:
-        spool.remove(name)
+        drop()
         return VideoResult(
             e.index,
             ok=False,
@@ -115,4 +150,4 @@ def convert_video(task: VideoTask) -> VideoResult:
             ),
             info=info,
         )
-    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, info=info)
+    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, spool_reused=reused, info=info)

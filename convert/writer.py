@@ -3,24 +3,39 @@
 Every tar header field that could vary between runs (mtime, owner, mode, format) is fixed,
 so the same samples always give the same bytes. A shard is written through
 :meth:`Location.open_atomic`: it is visible under its final name only when complete.
+
+Samples are copied into a few reused page-aligned chunks; a background thread hashes each
+chunk and writes it (``O_DIRECT`` on a local disk, so that gigabytes of raw clips neither
+churn the page cache nor cost kernel copies). SHA-256 and ``write`` release the GIL, so the
+caller keeps decoding meanwhile.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
+import mmap
 import os
+import queue
 import tarfile
+import threading
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Optional
 
 from .schema import shard_name
 from .storage import Location
 
-__all__ = ["tar_member", "encode_members", "write_members", "TAR_END", "ShardInfo", "ShardWriter"]
+__all__ = ["tar_member", "encode_members", "write_members", "TAR_END", "ShardInfo", "ChunkPool", "ShardWriter"]
+
+logger = logging.getLogger(__name__)
 
 BLOCK = 512
 TAR_END = b"\0" * (2 * BLOCK)
 WRITEBACK_CHUNK = 32 << 20
+CHUNK = 8 << 20  # a multiple of any disk's logical block size, as O_DIRECT needs
+DIRECT_ALIGN = 4096
+CHUNKS = 4
 
 
 def tar_member(name: str, data: bytes) -> bytes:
@@ -71,55 +86,233 @@ class ShardInfo:
         return {"name": self.name, "clips": self.clips, "bytes": self.bytes, "sha256": self.sha256}
 
 
+class ChunkPool:
+    """``count`` page-aligned buffers of ``CHUNK`` bytes, shared by the shards of a run.
+
+    Reused rather than reallocated: fresh pages cost a page fault each (and on a VM whose
+    balloon reclaims freed memory, a trip to the host).
+    """
+
+    def __init__(self, count: int = CHUNKS):
+        if count < 2:
+            raise ValueError(f"count must be >= 2 (one filling, one writing), got {count}")
+        self.free: queue.Queue[mmap.mmap] = queue.Queue()
+        for _ in range(count):
+            self.free.put(mmap.mmap(-1, CHUNK))
+
+
+class _ShardSink:
+    """The byte stream of one shard: filled chunk by chunk here, hashed and written by a thread."""
+
+    def __init__(self, fh: BinaryIO, local: bool, pool: ChunkPool):
+        self._fh = fh
+        self._fd = fh.fileno() if local else None
+        self._direct = self._fd is not None and _set_direct(self._fd, True)
+        self._pool = pool
+        self._sha = hashlib.sha256()
+        self._full: queue.Queue[Optional[tuple[mmap.mmap, int]]] = queue.Queue()
+        self._chunk: Optional[mmap.mmap] = None
+        self._pos = 0
+        self._written = 0
+        self._flushed = 0
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="clipshards-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _space(self) -> memoryview:
+        if self._chunk is None:
+            if self._error is not None:
+                raise self._error
+            self._chunk = self._pool.free.get()
+            self._pos = 0
+        return memoryview(self._chunk)[self._pos :]
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        if self._pos == CHUNK:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        assert self._chunk is not None
+        self._full.put((self._chunk, self._pos))
+        self._chunk = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        src = memoryview(data).cast("B")
+        while src:
+            dst = self._space()
+            n = min(len(dst), len(src))
+            dst[:n] = src[:n]
+            src = src[n:]
+            self._advance(n)
+
+    def fill(self, readinto: Callable[[memoryview], Optional[int]], size: int) -> int:
+        """Read ``size`` bytes straight into the chunks with ``readinto``; the bytes read
+        (fewer at end of file)."""
+        got = 0
+        while got < size:
+            dst = self._space()[: size - got]
+            n = readinto(dst) or 0
+            if n == 0:
+                break
+            got += n
+            self._advance(n)
+        return got
+
+    def close(self) -> str:
+        """Write what is left, wait for the thread; the SHA-256 of all bytes."""
+        if self._chunk is not None:
+            self._hand_off()
+        self._full.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._sha.hexdigest()
+
+    def abort(self) -> None:
+        if self._chunk is not None:
+            self._pool.free.put(self._chunk)
+            self._chunk = None
+        self._full.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._full.get()
+            if item is None:
+                return
+            chunk, n = item
+            try:
+                if self._error is None:
+                    view = memoryview(chunk)[:n]
+                    self._sha.update(view)
+                    self._emit(view)
+                    view.release()
+            except BaseException as exc:  # handed to the caller at its next write or at close
+                self._error = exc
+            finally:
+                self._pool.free.put(chunk)
+
+    def _emit(self, view: memoryview) -> None:
+        if self._fd is None:
+            self._fh.write(bytes(view))  # the chunk is reused: the upload buffer gets its own copy
+            return
+        if self._direct:
+            aligned = len(view) - len(view) % DIRECT_ALIGN
+            try:
+                self._write_all(view[:aligned])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                logger.debug("O_DIRECT write refused (%s); writing through the page cache", exc)
+                _set_direct(self._fd, False)
+                self._direct = False
+                self._emit(view)
+                return
+            view = view[aligned:]
+            if view:  # the tail of the shard: not a whole block
+                _set_direct(self._fd, False)
+                self._direct = False
+        self._write_all(view)
+        if not self._direct and self._written - self._flushed >= WRITEBACK_CHUNK:
+            # start writing the dirty pages now, so that the fsync at close does not stall
+            # for the whole shard (a raw shard is hundreds of MB)
+            os.posix_fadvise(self._fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = self._written
+
+    def _write_all(self, view: memoryview) -> None:
+        assert self._fd is not None
+        while view:
+            n = os.write(self._fd, view)
+            self._written += n
+            view = view[n:]
+            if view and self._direct and n % DIRECT_ALIGN:
+                _set_direct(self._fd, False)  # a short write left the offset unaligned
+                self._direct = False
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``; False where the platform or filesystem refuses."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    try:
+        import fcntl
+
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | flag if on else flags & ~flag)
+    except OSError:
+        return False
+    return True
+
+
 class ShardWriter:
     """Appends pre-encoded samples to one shard; records each sample's byte range."""
 
-    def __init__(self, location: Location, split: str, index: int):
+    def __init__(self, location: Location, split: str, index: int, *, pool: Optional[ChunkPool] = None):
         self.info = ShardInfo(index=index, name=shard_name(split, index))
-        self._location = location
         self._ctx = location.open_atomic(self.info.name)
-        self._fh: Optional[BinaryIO] = self._ctx.__enter__()
-        self._sha = hashlib.sha256()
-        self._flushed = 0
-        self._fd = self._fh.fileno() if location.is_local and hasattr(os, "posix_fadvise") else None
+        fh = self._ctx.__enter__()
+        try:
+            self._sink: Optional[_ShardSink] = _ShardSink(fh, location.is_local, pool or ChunkPool())
+        except BaseException:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            raise
 
     @property
     def size(self) -> int:
         return self.info.bytes
 
-    def add(self, sample: bytes) -> None:
+    def add(self, sample: bytes | memoryview) -> None:
         """Append one sample (its members, already tar-encoded)."""
-        assert self._fh is not None, "shard already closed"
-        self.info.offsets.append((self.info.bytes, len(sample)))
-        self._fh.write(sample)
-        self._sha.update(sample)
-        self.info.bytes += len(sample)
-        self.info.clips += 1
-        if self._fd is not None and self.info.bytes - self._flushed >= WRITEBACK_CHUNK:
-            self._start_writeback()
+        self.add_from(_reader(sample), len(sample))
 
-    def _start_writeback(self) -> None:
-        """Start writing the shard's dirty pages to disk now, without waiting, so that the
-        ``fsync`` at close does not stall for the whole shard (a raw shard is hundreds of MB)."""
-        assert self._fh is not None and self._fd is not None
-        self._fh.flush()
-        os.posix_fadvise(self._fd, self._flushed, self.info.bytes - self._flushed, os.POSIX_FADV_DONTNEED)
-        self._flushed = self.info.bytes
+    def add_from(self, readinto: Callable[[memoryview], Optional[int]], size: int) -> int:
+        """Append one sample of ``size`` bytes read with ``readinto`` (e.g. a spool file's),
+        straight into the shard's buffers; returns the bytes read (fewer: the source was short,
+        and the shard must be aborted)."""
+        if self._sink is None:
+            raise RuntimeError(f"shard {self.info.name} is already closed")
+        got = self._sink.fill(readinto, size)
+        self.info.offsets.append((self.info.bytes, size))
+        self.info.bytes += got
+        self.info.clips += 1
+        return got
 
     def close(self) -> ShardInfo:
-        assert self._fh is not None, "shard already closed"
-        self._fh.write(TAR_END)
-        self._sha.update(TAR_END)
+        if self._sink is None:
+            raise RuntimeError(f"shard {self.info.name} is already closed")
+        self._sink.write(TAR_END)
         self.info.bytes += len(TAR_END)
-        self.info.sha256 = self._sha.hexdigest()
-        self._fh = None
+        sink, self._sink = self._sink, None
+        try:
+            self.info.sha256 = sink.close()
+        except BaseException as exc:
+            self._ctx.__exit__(type(exc), exc, None)
+            raise
         self._ctx.__exit__(None, None, None)
         return self.info
 
     def abort(self) -> None:
-        if self._fh is not None:
-            self._fh = None
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.abort()
             try:
                 self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
             except RuntimeError:
                 pass
+
+
+def _reader(data: bytes | memoryview) -> Callable[[memoryview], int]:
+    """A ``readinto`` over ``data``."""
+    src = memoryview(data).cast("B")
+    pos = 0
+
+    def readinto(dst: memoryview) -> int:
+        nonlocal pos
+        n = min(len(dst), len(src) - pos)
+        dst[:n] = src[pos : pos + n]
+        pos += n
+        return n
+
+    return readinto
