@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import get_worker_info
 
-__all__ = ["ClipBatch", "collate_clips"]
+from .buffers import SharedSlots, _new_shared, pool
+
+__all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
 
 
 class ClipBatch(NamedTuple):
@@ -34,6 +36,11 @@ def collate_clips(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch
     Videos must share one shape (convert with a fixed size, or resize in ``transform``);
     audio may differ in length and channel count, see :class:`ClipBatch`.
     """
+    videos, audios, labels = _check(samples)
+    return _assemble(videos, audios, labels, _private_storage)
+
+
+def _check(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
     if not samples:
         raise ValueError("collate_clips got an empty batch")
     videos, audios, labels = [], [], []
@@ -53,39 +60,101 @@ def collate_clips(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch
             f"videos in the batch differ in shape {sorted(shapes)}: convert with video_width/video_height "
             "or resize in transform so that clips can be stacked"
         )
+    return videos, audios, labels
+
+
+_ALIGN = 64
+
+
+def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: list[int],
+              allocate: Callable[[int], torch.UntypedStorage]) -> ClipBatch:
+    """The batch's five tensors carved out of one storage from ``allocate(nbytes)``: one
+    allocation (and, across processes, one shared segment) per batch."""
+    b = len(videos)
+    first = videos[0]
     k = max(a.shape[0] for a in audios)
     length = max(a.shape[1] for a in audios)
-    audio = _empty((len(audios), k, length), torch.float32).zero_()
+    layout = [((b, *first.shape), first.dtype), ((b, k, length), torch.float32)] + [((b,), torch.int64)] * 3
+    offsets, total = [], 0
+    for shape, dtype in layout:
+        total = -(-total // _ALIGN) * _ALIGN
+        offsets.append(total)
+        total += math.prod(shape) * _itemsize(dtype)
+    storage = allocate(total)
+    video, audio, label, lengths, channels = (
+        torch.empty(0, dtype=dtype).set_(storage, off // _itemsize(dtype), shape) for (shape, dtype), off in zip(layout, offsets)
+    )
+    audio.zero_()
     for i, a in enumerate(audios):
         audio[i, : a.shape[0], : a.shape[1]] = a
-    return ClipBatch(
-        video=_stack(videos),
-        audio=audio,
-        label=torch.tensor(labels, dtype=torch.int64),
-        audio_lengths=torch.tensor([a.shape[1] for a in audios], dtype=torch.int64),
-        audio_channels=torch.tensor([a.shape[0] for a in audios], dtype=torch.int64),
-    )
+    label.copy_(torch.tensor(labels, dtype=torch.int64))
+    lengths.copy_(torch.tensor([a.shape[1] for a in audios], dtype=torch.int64))
+    channels.copy_(torch.tensor([a.shape[0] for a in audios], dtype=torch.int64))
+    return ClipBatch(video=_stack(videos, video), audio=audio, label=label, audio_lengths=lengths, audio_channels=channels)
 
 
-def _stack(videos: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack(videos)``, stacked in the videos' memory order: a permuted view (TCHW
-    over THWC memory, as :func:`~clipshards.loader.reader.to_output` makes) is copied as the
-    contiguous tensor beneath it, several times faster than element by element through the
-    permutation, and the batch is the same permuted view of the stacked memory."""
+def _stack(videos: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """``torch.stack(videos)`` into ``out`` (contiguous), stacked in the videos' memory order:
+    a permuted view (TCHW over THWC memory, as :func:`~clipshards.loader.reader.to_output`
+    makes) is copied as the contiguous tensor beneath it, several times faster than element
+    by element through the permutation, and the batch is the same permuted view of the
+    stacked memory."""
     first = videos[0]
     order = sorted(range(first.ndim), key=lambda d: -first.stride(d))
     dense = [v.permute(order) for v in videos]
     if not all(d.is_contiguous() for d in dense):
-        return torch.stack(videos, out=_empty((len(videos), *first.shape), first.dtype))
-    out = torch.stack(dense, out=_empty((len(dense), *dense[0].shape), first.dtype))
-    return out.permute(0, *(1 + order.index(d) for d in range(first.ndim)))
+        return torch.stack(videos, out=out)
+    stacked = torch.stack(dense, out=out.view(len(dense), *dense[0].shape))
+    return stacked.permute(0, *(1 + order.index(d) for d in range(first.ndim)))
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """In a DataLoader worker, a tensor allocated in shared memory (as ``default_collate``
-    does), so the batch reaches the main process without another copy."""
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+def _private_storage(nbytes: int) -> torch.UntypedStorage:
+    """In the main process, a pooled buffer (no page faults for a batch like the last one);
+    in a DataLoader worker, shared memory (as ``default_collate`` does), so the batch reaches
+    the main process without another copy."""
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = math.prod(shape)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+        return pool().storage(nbytes)
+    return _new_shared(nbytes)
+
+
+class Slotted:
+    """A batch made in a DataLoader worker in one of its :class:`SharedSlots` (``slot``);
+    :class:`~clipshards.loader.dataloader.ClipLoader` unwraps it and releases the slot
+    once the batch is no longer referenced."""
+
+    def __init__(self, batch: ClipBatch, slot: int, pinned: bool = False) -> None:
+        self.batch, self.slot, self.pinned = batch, slot, pinned
+
+    def pin_memory(self, device: Optional[str] = None) -> "Slotted":
+        """A pinned copy (DataLoader ``pin_memory=True``): the slot is free once it is made."""
+        pinned = ClipBatch(*(t.pin_memory(device) if device else t.pin_memory() for t in self.batch))
+        return Slotted(pinned, self.slot, pinned=True)
+
+
+class SlotCollate:
+    """:func:`collate_clips` that, in a DataLoader worker, builds the batch in a reusable
+    shared-memory slot (see :class:`~clipshards.loader.buffers.SharedSlots`)."""
+
+    def __init__(self, slots: Optional[SharedSlots] = None) -> None:
+        self.slots = slots
+
+    def __call__(self, samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch | Slotted:
+        info = get_worker_info()
+        if info is None or self.slots is None:
+            return collate_clips(samples)
+        videos, audios, labels = _check(samples)
+        got: list[int] = []
+
+        def allocate(nbytes: int) -> torch.UntypedStorage:
+            acquired = self.slots.acquire(info.id, nbytes) if self.slots is not None else None
+            if acquired is None:
+                return _private_storage(nbytes)
+            got.append(acquired[0])
+            return acquired[1]
+
+        batch = _assemble(videos, audios, labels, allocate)
+        return Slotted(batch, got[0]) if got else batch

@@ -6,7 +6,8 @@ from typing import Any, Iterator, Mapping, Optional
 
 from torch.utils.data import DataLoader
 
-from .collate import collate_clips
+from .buffers import SharedSlots
+from .collate import SlotCollate, Slotted, collate_clips
 from .datasets import StreamingKinetics
 
 __all__ = ["ClipLoader"]
@@ -23,6 +24,11 @@ class ClipLoader(DataLoader):
     would have made it: the resumed run yields exactly the batches the uninterrupted one
     would have (same world size and ``num_workers``). ``collate_fn`` defaults to
     :func:`collate_clips` (with ``batch_size=None`` samples come unbatched, as they are).
+
+    With workers and the default ``collate_fn``, each worker builds its batches in a few
+    shared-memory slots it reuses (:class:`~clipshards.loader.buffers.SharedSlots`): a slot
+    is filled again only after the batch in it is no longer referenced in this process, so
+    holding on to batches is safe (the worker then allocates new memory, as DataLoader does).
     """
 
     def __init__(self, dataset: StreamingKinetics, batch_size: Optional[int] = 1, **kwargs: Any) -> None:
@@ -30,22 +36,49 @@ class ClipLoader(DataLoader):
             raise ValueError(f"ClipLoader needs a StreamingKinetics, got {type(dataset).__name__}")
         if kwargs.get("in_order", True) is not True:
             raise ValueError("in_order=False makes the batch order depend on timing; ClipLoader needs in_order=True")
-        if batch_size is not None:
-            kwargs.setdefault("collate_fn", collate_clips)
+        slotted = batch_size is not None and kwargs.get("collate_fn", collate_clips) is collate_clips
+        if slotted:
+            kwargs["collate_fn"] = SlotCollate()
         super().__init__(dataset, batch_size=batch_size, **kwargs)
+        self._slots: Optional[SharedSlots] = None
 
     def __iter__(self) -> Iterator[Any]:
         dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
         if self.num_workers == 0:
             yield from super().__iter__()
             return
+        slots = self._slots_for_workers()
         schedule = dataset._schedule(self.num_workers, self.batch_size, self.drop_last)
         for batch in super().__iter__():
             next(schedule)
+            if isinstance(batch, Slotted):
+                batch = self._unwrap(batch, slots)
             yield batch
         leftover = sum(1 for _ in schedule)
         if leftover:
             raise RuntimeError(f"ClipLoader expected {leftover} more batches than the DataLoader yielded")
+
+    def _slots_for_workers(self) -> Optional[SharedSlots]:
+        """The slots the workers about to start get: new ones for new workers (workers of an
+        earlier iterator may still be alive with theirs), the same for persistent workers."""
+        if not isinstance(self.collate_fn, SlotCollate):
+            return None
+        if self._slots is None or not (self.persistent_workers and self._iterator is not None):
+            per_worker = (self.prefetch_factor or 2) + 2
+            self._slots = SharedSlots(self.num_workers, per_worker)
+            self.collate_fn.slots = self._slots
+        return self._slots
+
+    @staticmethod
+    def _unwrap(item: Slotted, slots: Optional[SharedSlots]) -> Any:
+        if slots is None:
+            raise RuntimeError("a batch came in a shared slot, but this loader has none")
+        slots.release_unused()
+        if item.pinned:
+            slots.release(item.slot)
+        else:
+            slots.delivered(item.slot, item.batch.video.untyped_storage())
+        return item.batch
 
     def __len__(self) -> int:
         dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]

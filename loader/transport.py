@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import mmap
 import os
 import random
 import threading
@@ -43,6 +44,8 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.exceptions import FSTimeoutError
 
 from clipshards.convert.storage import Location
+
+from .buffers import MIN_POOLED, pool
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def _size_value(name: str, value: Any) -> int:
 
 @dataclass(frozen=True)
 class TransportOptions:
-    """How remote files are read (local files ignore all of this).
+    """How shards are read: remote files (retries, streaming, cache) and local ones (``map_local``).
 
     Each field can also come from the environment (``CLIPSHARDS_RETRIES``,
     ``CLIPSHARDS_CACHE_DIR``, ``CLIPSHARDS_CACHE_LIMIT=50GB`` ...), see :meth:`from_env`:
@@ -94,6 +97,10 @@ class TransportOptions:
     """Local folder for cached blocks of shards (None: no cache). Processes may share it."""
     cache_limit: int = 20 * 1024 * MiB
     """Bytes the cache may hold; least recently used blocks go first."""
+    map_local: bool = True
+    """Local shards: map clips of 1 MiB or more into memory (private, copy-on-write) instead of
+    copying them out of the page cache; a raw clip then costs page-table entries, not a copy.
+    Shards must not be truncated in place while mapped (the converter never does)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -113,6 +120,8 @@ class TransportOptions:
         object.__setattr__(self, "cache_limit", _size_value("cache_limit", self.cache_limit))
         if self.block_size < 64 * 1024:
             bad("block_size", "must be at least 64 KiB")
+        if not isinstance(self.map_local, bool):
+            bad("map_local", "must be True or False")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
             if self.cache_limit < self.block_size:
@@ -134,6 +143,10 @@ class TransportOptions:
                     values[f.name] = float(raw)
                 elif f.name == "timeout":
                     values[f.name] = None if raw.lower() in ("none", "0") else float(raw)
+                elif f.name == "map_local":
+                    if raw.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                        raise ValueError(raw)
+                    values[f.name] = raw.lower() in ("1", "true", "yes")
                 else:
                     values[f.name] = raw
             except ValueError:
@@ -264,7 +277,10 @@ class RangeReader:
 
 def empty_buffer(length: int) -> memoryview:
     """A writable byte buffer of ``length`` bytes that is not zero-filled (it is about to be
-    read into); arrays viewing it are writable, so ``torch.from_numpy`` needs no copy."""
+    read into); arrays viewing it are writable, so ``torch.from_numpy`` needs no copy. Large
+    buffers come from the process's :class:`~clipshards.loader.buffers.BufferPool`."""
+    if length >= MIN_POOLED:
+        return pool().buffer(length)
     return memoryview(np.empty(length, dtype=np.uint8))
 
 
@@ -624,6 +640,41 @@ class Transport:
         """:meth:`read` into a writable buffer that is not zero-filled first (see
         :func:`empty_buffer`): for clip payloads, where the zero-fill costs as much as a copy."""
         return self._read(name, start, end, empty_buffer)
+
+    @property
+    def maps(self) -> bool:
+        """Whether :meth:`map_buffer` maps (local shards with ``map_local``) rather than reads."""
+        return self.location.is_local and self.options.map_local
+
+    def map_buffer(self, name: str, start: int = 0, end: Optional[int] = None) -> memoryview:
+        """:meth:`read_buffer`, except that a local range of 1 MiB or more is mapped, not copied.
+
+        The mapping is private and writable (copy-on-write: writing to a clip never changes
+        the shard) and lives as long as anything made from the returned view. Pages are
+        mapped on first touch, a few at a time, straight from the page cache.
+        """
+        if not self.maps or (end is not None and end - start < MIN_POOLED):
+            return self.read_buffer(name, start, end)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"byte range [{start}, {end}) of {self.url_of(name)} is not a valid range")
+        try:
+            fd = os.open(self.location.path(name), os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url_of(name)} does not exist") from None
+        try:
+            size = os.fstat(fd).st_size
+            end = size if end is None else min(end, size)
+            if end - start < MIN_POOLED:
+                os.close(fd)
+                fd = -1
+                return self.read_buffer(name, start, end)
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.stats.add(name, end - start)
+        return memoryview(mapped)[start - base:]
 
     def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         if start < 0 or (end is not None and end < start):

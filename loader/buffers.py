@@ -1,0 +1,214 @@
+"""Memory: large buffers reused once nothing refers to them any more.
+
+A raw clip is megabytes and a batch of them tens of megabytes. Freshly allocated memory of
+that size comes from ``mmap`` and is paid for again on every use (page faults, the kernel
+zeroing each page): measured, that is as much as reading the clip itself. The loader
+therefore takes clip read buffers and batch tensors from a :class:`BufferPool`.
+
+A pooled buffer is a ``torch.UntypedStorage``; every tensor, NumPy array or memoryview
+made from it holds a reference to that storage (NumPy views through the array they were
+made from). The pool keeps one reference itself, so a storage whose use count is 1 is
+referenced by nothing else and may be handed out again. Buffers handed to the caller are
+never written by the pool while anything still refers to them.
+
+:class:`SharedSlots` does the same across processes for batches made in DataLoader
+workers: the worker fills a batch in a shared-memory slot it owns, the main process marks
+the slot free (in a small shared flag array) once the batch is no longer referenced there,
+and the worker fills it again instead of creating, faulting in and passing a new
+shared-memory segment for every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BufferPool", "SharedSlots", "pool", "use_count"]
+
+MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
+_ROUND = 1 << 16
+
+_use_count_fn = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def use_count(storage: torch.UntypedStorage) -> int:
+    """Owners of ``storage``'s memory (tensors, the NumPy arrays made from them, storage
+    objects); 0 when this torch cannot tell (pooling is then off)."""
+    if _use_count_fn is None:
+        return 0
+    return int(_use_count_fn(storage._cdata))
+
+
+def _new_shared(nbytes: int) -> torch.UntypedStorage:
+    """A storage in shared memory, created there (``share_memory_`` would allocate, then copy)."""
+    return torch.UntypedStorage._new_shared(nbytes)
+
+
+def _u8(storage: torch.UntypedStorage) -> torch.Tensor:
+    return torch.empty(0, dtype=torch.uint8).set_(storage)
+
+
+class BufferPool:
+    """Reusable storages of at least :data:`MIN_POOLED` bytes, at most ``max_buffers`` of
+    them and ``max_bytes`` in all; requests beyond that get unpooled memory."""
+
+    def __init__(self, *, max_buffers: int = 24, max_bytes: int = 512 << 20, shared: bool = False) -> None:
+        self.max_buffers = max_buffers
+        self.max_bytes = max_bytes
+        self.shared = shared
+        self._free_check = _use_count_fn is not None
+        self._storages: list[torch.UntypedStorage] = []
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def _new(self, nbytes: int) -> torch.UntypedStorage:
+        return _new_shared(nbytes) if self.shared else torch.UntypedStorage(nbytes)
+
+    def storage(self, nbytes: int) -> torch.UntypedStorage:
+        """A storage of at least ``nbytes`` bytes that nothing else refers to; its content is
+        undefined (it is about to be overwritten)."""
+        if nbytes < MIN_POOLED or not self._free_check:
+            return self._new(nbytes)
+        with self._lock:
+            best = None
+            for s in self._storages:
+                size = s.nbytes()
+                if nbytes <= size <= nbytes + nbytes // 4 and use_count(s) == 1 and (best is None or size < best.nbytes()):
+                    best = s
+            if best is not None:
+                self.hits += 1
+                return best
+            self.misses += 1
+            cap = -(-nbytes // _ROUND) * _ROUND
+            fresh = self._new(cap)
+            if len(self._storages) >= self.max_buffers or sum(s.nbytes() for s in self._storages) + cap > self.max_bytes:
+                idle = [s for s in self._storages if use_count(s) == 1]
+                if not idle:
+                    return fresh
+                self._storages.remove(min(idle, key=lambda s: s.nbytes()))
+            self._storages.append(fresh)
+            return fresh
+
+    def buffer(self, nbytes: int) -> memoryview:
+        """A writable byte buffer of ``nbytes`` (uninitialised) for reading into; arrays
+        parsed from it are writable, so ``torch.from_numpy`` needs no copy."""
+        return memoryview(_u8(self.storage(nbytes)).numpy())[:nbytes]
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous tensor of ``shape`` and ``dtype``."""
+        numel = math.prod(shape)
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        storage = self.storage(numel * itemsize)
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._storages.clear()
+
+
+_pool: Optional[BufferPool] = None
+_pool_lock = threading.Lock()
+
+
+def pool() -> BufferPool:
+    """This process's pool (a forked child starts with an empty one)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = BufferPool()
+    return _pool
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+class SharedSlots:
+    """Shared-memory batch slots that DataLoader workers reuse, released by the main process.
+
+    Made in the main process before the workers start, and handed to them inside the
+    ``collate_fn``. ``flags[w * per_worker + k]`` is 1 while slot ``k`` of worker ``w`` holds
+    a batch the main process has not released. Each worker keeps its own slot storages
+    (created on first use), so only the flags are shared up front.
+    """
+
+    def __init__(self, num_workers: int, per_worker: int) -> None:
+        if num_workers < 1 or per_worker < 1:
+            raise ValueError(f"SharedSlots needs num_workers >= 1 and per_worker >= 1, got {num_workers}, {per_worker}")
+        self.num_workers = num_workers
+        self.per_worker = per_worker
+        self.flags = torch.zeros(num_workers * per_worker, dtype=torch.int32).share_memory_()
+        self._init_local()
+
+    def _init_local(self) -> None:
+        self._view = self.flags.numpy()
+        self._mine: dict[int, torch.UntypedStorage] = {}  # worker side: slot -> storage
+        self._mapped: dict[int, torch.UntypedStorage] = {}  # main side: slot -> its storage, kept mapped
+        self._in_use: set[int] = set()  # main side: delivered, not yet released
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"num_workers": self.num_workers, "per_worker": self.per_worker, "flags": self.flags}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local()
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def acquire(self, worker: int, nbytes: int) -> Optional[tuple[int, torch.UntypedStorage]]:
+        """A free slot of ``worker`` with room for ``nbytes``, now marked in use; None when all
+        its slots hold batches the main process still uses (the caller allocates as usual)."""
+        if not 0 <= worker < self.num_workers:
+            return None
+        flags = self._view
+        for k in range(worker * self.per_worker, (worker + 1) * self.per_worker):
+            if flags[k] != 0:
+                continue
+            storage = self._mine.get(k)
+            if storage is None or storage.nbytes() < nbytes:
+                storage = _new_shared(-(-nbytes // _ROUND) * _ROUND)
+                self._mine[k] = storage
+            flags[k] = 1
+            return k, storage
+        return None
+
+    # -- main side ----------------------------------------------------------------------------
+
+    def delivered(self, slot: int, storage: torch.UntypedStorage) -> None:
+        """The main process received a batch in ``slot`` (backed by ``storage``)."""
+        self._mapped[slot] = storage
+        self._in_use.add(slot)
+
+    def release(self, slot: int) -> None:
+        """Mark ``slot`` free now (its batch was copied, e.g. pinned, and dropped)."""
+        self._in_use.discard(slot)
+        self._view[slot] = 0
+
+    def release_unused(self) -> int:
+        """Mark free every delivered slot whose batch nothing references any more; returns
+        how many were freed. The main process keeps its mapping of the slot (so the next
+        batch in it arrives without a new ``mmap``): that reference is the 1 counted."""
+        freed = [slot for slot in self._in_use if use_count(self._mapped[slot]) == 1]
+        for slot in freed:
+            self._in_use.discard(slot)
+            self._view[slot] = 0
+        return len(freed)
+
+    def reset(self) -> None:
+        """New workers: no slot holds anything they made."""
+        self._mapped.clear()
+        self._in_use.clear()
+        self._view[:] = 0

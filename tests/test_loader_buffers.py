@@ -1,0 +1,269 @@
+"""Reused memory in the loader: pooled buffers, mapped local shards, shared-memory batch slots.
+
+Clips here are larger than ``MIN_POOLED`` (1 MiB), so every fast path is taken. The
+property that matters is that reuse is invisible: a batch or clip someone still holds is
+never overwritten, and a clip written to in place never changes the shard or another clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clipshards.convert import convert
+from clipshards.convert.schema import ShardFormatError, decode_jpeg, decode_jpeg_frames
+from clipshards.convert.synth import VideoSpec, make_dataset
+from clipshards.loader import IndexedKinetics, StreamingKinetics, TransportOptions
+from clipshards.loader.buffers import MIN_POOLED, BufferPool, SharedSlots, use_count
+from clipshards.loader.reader import _scan_plain, parse_sample
+
+from loader_helpers import clip_id
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    """12 raw clips of 8 frames at 256x192 (1.2 MB each), 2 classes."""
+    tmp = tmp_path_factory.mktemp("big")
+    root = tmp / "dataset"
+    make_dataset(root, classes=("a", "b"), videos_per_class=2, spec=VideoSpec(frames=24, width=256, height=192))
+    out = tmp / "out"
+    convert(root, out, frames_per_clip=8, step_between_clips=8, workers=1, progress=False, shard_size=4_000_000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(big) -> dict[int, tuple[str, bytes, int]]:
+    """Global clip -> (video identity, audio bytes, label), read without any pooling."""
+    ds = IndexedKinetics(big, transport=TransportOptions(map_local=False))
+    out = {}
+    for g in range(len(ds)):
+        video, audio, label = ds[g]
+        out[g] = (clip_id(video), audio.numpy().tobytes(), label)
+    assert ds[0][0].numel() >= MIN_POOLED, "clips must be large enough to be pooled and mapped"
+    return out
+
+
+def _by_id(expected):
+    return {v[0]: g for g, v in expected.items()}
+
+
+def _check_batch(batch, expected, ids) -> list[int]:
+    got = []
+    for i in range(batch.video.shape[0]):
+        g = ids[clip_id(batch.video[i])]
+        vid, audio, label = expected[g]
+        n, k = int(batch.audio_lengths[i]), int(batch.audio_channels[i])
+        assert batch.audio[i, :k, :n].contiguous().numpy().tobytes() == audio
+        assert int(batch.label[i]) == label
+        got.append(g)
+    return got
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+
+def test_pool_hands_out_a_buffer_again_only_when_nothing_refers_to_it():
+    p = BufferPool()
+    a = p.storage(MIN_POOLED)
+    view = torch.empty(0, dtype=torch.uint8).set_(a)
+    assert use_count(a) > 1
+    b = p.storage(MIN_POOLED)
+    assert b.data_ptr() != a.data_ptr(), "a storage still viewed by a tensor was handed out again"
+    del view
+    arr = np.frombuffer(p.buffer(MIN_POOLED), dtype=np.uint8)  # a NumPy view holds it as well
+    c = p.storage(MIN_POOLED)
+    assert c.data_ptr() != arr.__array_interface__["data"][0] or arr.base is None
+    held = {arr.__array_interface__["data"][0]}
+    d = p.storage(MIN_POOLED)
+    assert d.data_ptr() not in held
+    del arr
+    assert p.hits >= 1
+
+
+def test_pool_reuses_a_released_buffer_and_ignores_small_ones():
+    p = BufferPool()
+    t = p.tensor((MIN_POOLED,), torch.uint8)
+    ptr = t.data_ptr()
+    del t
+    assert p.tensor((MIN_POOLED,), torch.uint8).data_ptr() == ptr
+    small = p.storage(MIN_POOLED - 1)
+    assert small.nbytes() == MIN_POOLED - 1 and not p._storages.count(small)
+
+
+def test_pool_is_bounded():
+    p = BufferPool(max_buffers=3)
+    held = [p.tensor((MIN_POOLED,), torch.uint8) for _ in range(6)]
+    assert len(p._storages) == 3
+    assert len({t.data_ptr() for t in held}) == 6
+
+
+def test_shared_slots_reject_bad_sizes():
+    with pytest.raises(ValueError, match="num_workers"):
+        SharedSlots(0, 2)
+
+
+def test_map_local_option_is_checked():
+    with pytest.raises(ValueError, match="map_local"):
+        TransportOptions(map_local="yes")
+    assert TransportOptions.from_env({"CLIPSHARDS_MAP_LOCAL": "0"}).map_local is False
+    with pytest.raises(ValueError, match="CLIPSHARDS_MAP_LOCAL"):
+        TransportOptions.from_env({"CLIPSHARDS_MAP_LOCAL": "maybe"})
+
+
+# -- held batches stay intact ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_held_batches_are_never_overwritten(big, expected, workers):
+    """Keep every batch of two epochs alive, then check each against the clips read without
+    pooling: reuse of a buffer still referenced would show up as a wrong or repeated clip."""
+    ids = _by_id(expected)
+    ds = StreamingKinetics(big, shuffle=True, seed=3)
+    loader = ds.loader(batch_size=1, num_workers=workers)  # more batches per worker than it has slots
+    held = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        held.extend(loader)
+    seen = [g for batch in held for g in _check_batch(batch, expected, ids)]
+    assert sorted(seen) == sorted(list(expected) * 2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_dropped_as_they_go_are_correct_and_reuse_memory(big, expected, workers):
+    ids = _by_id(expected)
+    ds = StreamingKinetics(big, shuffle=True, seed=5)
+    loader = ds.loader(batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0)
+    seen, ptrs = [], []
+    epochs = 8
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:
+            seen.extend(_check_batch(batch, expected, ids))
+            ptrs.append(batch.video.data_ptr())
+    assert sorted(seen) == sorted(list(expected) * epochs)
+    most = 3 if workers == 0 else workers * (loader.prefetch_factor + 2)
+    assert len(set(ptrs)) <= most < len(ptrs), f"batch memory was not reused: {len(set(ptrs))} distinct of {len(ptrs)}"
+
+
+def test_slots_release_only_unreferenced_batches(big, expected):
+    """A batch kept while the epoch goes on keeps its slot: the worker uses another."""
+    ids = _by_id(expected)
+    ds = StreamingKinetics(big, shuffle=False)
+    loader = ds.loader(batch_size=1, num_workers=2, persistent_workers=True)
+    for _ in range(2):
+        it = iter(loader)
+        first = next(it)
+        before = clip_id(first.video[0])
+        rest = list(it)
+        assert clip_id(first.video[0]) == before
+        _check_batch(first, expected, ids)
+        for b in rest:
+            _check_batch(b, expected, ids)
+
+
+# -- mapped shards -------------------------------------------------------------------------------
+
+
+def test_writing_to_a_mapped_clip_changes_neither_the_shard_nor_a_new_read(big, expected):
+    split = big / "train"
+    shards = sorted(split.glob("*.tar"))
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}
+    ds = IndexedKinetics(big)
+    video, audio, _ = ds[1]
+    assert video.is_contiguous() or video.permute(0, 2, 3, 1).is_contiguous()
+    video.fill_(7)
+    audio.fill_(1.5)
+    again = ds[1]
+    assert clip_id(again[0]) == expected[1][0]
+    assert again[1].numpy().tobytes() == expected[1][1]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards} == before
+
+
+def test_mapped_and_read_clips_are_equal(big, expected):
+    for opts in (TransportOptions(map_local=True), TransportOptions(map_local=False)):
+        ds = IndexedKinetics(big, transport=opts)
+        assert [clip_id(ds[g][0]) for g in range(len(ds))] == [expected[g][0] for g in range(len(ds))]
+
+
+def test_a_truncated_shard_is_reported_not_mapped_past_its_end(big, tmp_path):
+    import shutil
+
+    out = tmp_path / "cut"
+    shutil.copytree(big, out)
+    shard = sorted((out / "train").glob("*.tar"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2 + 1000])
+    ds = IndexedKinetics(out)
+    with pytest.raises(Exception, match="truncated|short|bytes"):
+        for g in range(len(ds)):
+            ds[g]
+
+
+# -- tar fast path --------------------------------------------------------------------------------
+
+
+def test_fast_member_scan_agrees_with_tarfile(big, monkeypatch):
+    from clipshards.loader import reader
+
+    from clipshards.convert.schema import OFFSETS_NAME, decode_npy
+
+    split = big / "train"
+    offsets = decode_npy((split / OFFSETS_NAME).read_bytes())
+    shard = sorted(split.glob("*.tar"))[0]
+    data = shard.read_bytes()
+    off, size = (int(x) for x in offsets[0])
+    view = memoryview(data)[off: off + size]
+    fast = _scan_plain(view)
+    assert fast is not None
+    key, fields = fast
+    damaged = bytearray(view)
+    damaged[148] ^= 1  # checksum field: the fast path declines, tarfile decides
+    assert _scan_plain(memoryview(damaged)) is None
+    monkeypatch.setattr(reader, "_scan_plain", lambda view: None)
+    slow = parse_sample(view, shard="s", clip=0, expected=size)
+    assert slow.key == key
+    assert {k: bytes(v) for k, v in slow.fields.items()} == {k: bytes(v) for k, v in fields.items()}
+
+
+# -- JPEG decoding -------------------------------------------------------------------------------
+
+
+def _jpeg(frame: np.ndarray, **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def test_jpeg_frames_decode_to_pillows_pixels():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [_jpeg(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    ref = np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in frames])
+    assert np.array_equal(decode_jpeg_frames(frames), ref)
+    gray = _jpeg(rng.integers(0, 255, (48, 64), dtype=np.uint8))
+    assert np.array_equal(decode_jpeg(gray), np.asarray(Image.open(io.BytesIO(gray)).convert("RGB")))
+
+
+def test_jpeg_frames_of_different_sizes_or_not_jpeg_are_refused():
+    a = _jpeg(np.zeros((48, 64, 3), np.uint8))
+    b = _jpeg(np.zeros((40, 64, 3), np.uint8))
+    with pytest.raises(ShardFormatError, match="64x40"):
+        decode_jpeg_frames([a, b])
+    png = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    with pytest.raises(ShardFormatError):
+        decode_jpeg(png.getvalue())
+    with pytest.raises(ShardFormatError):
+        decode_jpeg(a[: len(a) // 2])
