@@ -99,7 +99,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
         if kind == "baseline":
             stats[("jpeg", kind, w)] = stats[(codec, kind, w)]
     mb = clip_mb.get("raw") or next(iter(clip_mb.values()))
-    limit_name = {"raw": "storage limit (sequential read, no decode)", "jpeg": "JPEG tight-loop decode (PIL, 1 process)"}
+    limit_name = {"raw": "storage limit (sequential read, no decode)", "jpeg": "JPEG tight-loop decode (the loader's decoder: simplejpeg, 1 process)"}
     for codec in CODECS:
         mb_c = clip_mb.get(codec, mb)
         for w in cfg.loader_workers:

@@ -79,9 +79,16 @@ def machine() -> str:
     import PIL
     import torch
 
+    try:
+        import simplejpeg
+
+        jpeg = f", simplejpeg {simplejpeg.__version__}"
+    except ImportError:
+        jpeg = ""
+
     return (
         f"{cpu}, {cores} cores{mem}; {platform.system()} {platform.release()}; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, PyAV {av.__version__} (FFmpeg {_ffmpeg_version()}), numpy {numpy.__version__}, Pillow {PIL.__version__}"
+        f"torch {torch.__version__}, PyAV {av.__version__} (FFmpeg {_ffmpeg_version()}), numpy {numpy.__version__}, Pillow {PIL.__version__}{jpeg}"
     )
 
 
