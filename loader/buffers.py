@@ -31,7 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BufferPool", "SharedSlots", "pool", "use_count"]
+__all__ = ["BufferPool", "SharedSlots", "pool", "shared_storage", "use_count"]
 
 MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
 _ROUND = 1 << 16
@@ -47,7 +47,7 @@ def use_count(storage: torch.UntypedStorage) -> int:
     return int(_use_count_fn(storage._cdata))
 
 
-def _new_shared(nbytes: int) -> torch.UntypedStorage:
+def shared_storage(nbytes: int) -> torch.UntypedStorage:
     """A storage in shared memory, created there (``share_memory_`` would allocate, then copy)."""
     return torch.UntypedStorage._new_shared(nbytes)
 
@@ -70,7 +70,7 @@ class BufferPool:
         self.hits = self.misses = 0
 
     def _new(self, nbytes: int) -> torch.UntypedStorage:
-        return _new_shared(nbytes) if self.shared else torch.UntypedStorage(nbytes)
+        return shared_storage(nbytes) if self.shared else torch.UntypedStorage(nbytes)
 
     def storage(self, nbytes: int) -> torch.UntypedStorage:
         """A storage of at least ``nbytes`` bytes that nothing else refers to; its content is
@@ -179,7 +179,7 @@ class SharedSlots:
                 continue
             storage = self._mine.get(k)
             if storage is None or storage.nbytes() < nbytes:
-                storage = _new_shared(-(-nbytes // _ROUND) * _ROUND)
+                storage = shared_storage(-(-nbytes // _ROUND) * _ROUND)
                 self._mine[k] = storage
             flags[k] = 1
             return k, storage

@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import torch
 from torch.utils.data import get_worker_info
 
-from .buffers import SharedSlots, _new_shared, pool
+from .buffers import SharedSlots, pool, shared_storage
 
 __all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
 
@@ -118,7 +118,7 @@ def _private_storage(nbytes: int) -> torch.UntypedStorage:
     the main process without another copy."""
     if get_worker_info() is None:
         return pool().storage(nbytes)
-    return _new_shared(nbytes)
+    return shared_storage(nbytes)
 
 
 class Slotted:
@@ -156,5 +156,10 @@ class SlotCollate:
             got.append(acquired[0])
             return acquired[1]
 
-        batch = _assemble(videos, audios, labels, allocate)
+        try:
+            batch = _assemble(videos, audios, labels, allocate)
+        except BaseException:
+            if got and self.slots is not None:
+                self.slots.release(got[0])
+            raise
         return Slotted(batch, got[0]) if got else batch
