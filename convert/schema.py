@@ -51,6 +51,7 @@ __all__ = [
     "decode_npy",
     "encode_sample",
     "decode_sample",
+    "JpegFrames",
     "dumps_json",
     "check_index_version",
 ]
@@ -209,6 +210,39 @@ def decode_jpeg_frames(frames: list[bytes | memoryview], alloc: Optional[Callabl
     return video
 
 
+class JpegFrames:
+    """The JPEG frames of one clip, not decoded yet: :meth:`decode_into` decodes them straight
+    into the memory of their final destination (a batch), saving a clip-sized copy. The first
+    frame's header has been read, so ``shape`` is known and a non-JPEG first frame is refused
+    up front; other frames are checked as they are decoded."""
+
+    __slots__ = ("frames", "shape")
+
+    def __init__(self, frames: list[bytes | memoryview]) -> None:
+        if not frames:
+            raise ShardFormatError("sample has no JPEG frame")
+        if _simplejpeg is not None:
+            try:
+                h, w = _simplejpeg.decode_jpeg_header(frames[0])[:2]
+            except ValueError as exc:
+                raise ShardFormatError(f"not a JPEG frame: {exc}") from exc
+        else:  # pragma: no cover
+            h, w = decode_jpeg(frames[0]).shape[:2]
+        self.frames = frames
+        self.shape = (len(frames), int(h), int(w), 3)
+
+    def decode_into(self, out: np.ndarray) -> np.ndarray:
+        """Decode every frame into ``out`` (uint8 ``shape``, each frame C-contiguous)."""
+        if tuple(out.shape) != self.shape:
+            raise ShardFormatError(f"clip is {self.shape}, the destination {tuple(out.shape)}")
+        for t, frame in enumerate(self.frames):
+            decode_jpeg(frame, out=out[t])
+        return out
+
+    def decode(self) -> np.ndarray:
+        return self.decode_into(np.empty(self.shape, dtype=np.uint8))
+
+
 def encode_sample(
     key: str,
     *,
@@ -239,12 +273,14 @@ def encode_sample(
 
 
 def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
-                  alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None) -> dict[str, Any]:
+                  alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None,
+                  defer_jpeg: bool = False) -> dict[str, Any]:
     """Decode the fields of one sample (``field name -> bytes``) into arrays.
 
     Returns ``{"video": uint8 [T,H,W,3], "audio": float32 [K,L], "label": int, "meta": dict}``.
     Members outside the schema are ignored, never interpreted. ``alloc(shape)`` gives the
-    uint8 array JPEG frames are decoded into (default: a new one).
+    uint8 array JPEG frames are decoded into (default: a new one); with ``defer_jpeg`` the
+    video of a JPEG sample is a :class:`JpegFrames`, decoded later by its consumer.
     """
     try:
         label = int(bytes(fields[LABEL_MEMBER]).decode("ascii"))
@@ -256,14 +292,15 @@ def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
             frames = sorted(k for k in fields if k.startswith("f") and k.endswith(".jpg") and k[1:-4].isdigit())
             if not frames:
                 raise ShardFormatError("sample has neither video.npy nor fNNNN.jpg frames")
-            video = decode_jpeg_frames([fields[k] for k in frames], alloc)
+            jpegs = [fields[k] for k in frames]
+            video = JpegFrames(jpegs) if defer_jpeg else decode_jpeg_frames(jpegs, alloc)
     except KeyError as exc:
         raise ShardFormatError(f"{where}: missing member {exc.args[0]!r}") from exc
     except ShardFormatError as exc:
         raise ShardFormatError(f"{where}: {exc}") from exc
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise ShardFormatError(f"{where}: {type(exc).__name__}: {exc}") from exc
-    if video.ndim != 4 or video.shape[-1] != 3:
+    if len(video.shape) != 4 or video.shape[-1] != 3:
         raise ShardFormatError(f"{where}: video has shape {video.shape}, expected [T, H, W, 3]")
     if audio.ndim != 2:
         raise ShardFormatError(f"{where}: audio has shape {audio.shape}, expected [K, L]")

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from .buffers import SharedSlots, pool, shared_storage
+from .reader import DeferredVideo
 
 __all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
 
@@ -48,7 +49,7 @@ def _check(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> tuple[list[torch
         if not isinstance(s, (tuple, list)) or len(s) != 3:
             raise ValueError(f"sample {i} of the batch is not a (video, audio, label) triple: {type(s).__name__}")
         v, a, y = s
-        if not isinstance(v, torch.Tensor) or not isinstance(a, torch.Tensor) or a.ndim != 2:
+        if not isinstance(v, (torch.Tensor, DeferredVideo)) or not isinstance(a, torch.Tensor) or a.ndim != 2:
             raise ValueError(f"sample {i}: expected video tensor and audio tensor [K, L], got {type(v).__name__}, "
                              f"{getattr(a, 'shape', type(a).__name__)}")
         videos.append(v)
@@ -100,12 +101,27 @@ def _stack(videos: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
     by element through the permutation, and the batch is the same permuted view of the
     stacked memory."""
     first = videos[0]
+    if any(isinstance(v, DeferredVideo) for v in videos):
+        return _decode_into(videos, out)
     order = sorted(range(first.ndim), key=lambda d: -first.stride(d))
     dense = [v.permute(order) for v in videos]
     if not all(d.is_contiguous() for d in dense):
         return torch.stack(videos, out=out)
     stacked = torch.stack(dense, out=out.view(len(dense), *dense[0].shape))
     return stacked.permute(0, *(1 + order.index(d) for d in range(first.ndim)))
+
+
+def _decode_into(videos: list[Any], out: torch.Tensor) -> torch.Tensor:
+    """JPEG clips decoded straight into the batch's ``[B, T, H, W, 3]`` memory (a permuted view
+    for TCHW, as for decoded clips)."""
+    first = videos[0]
+    if not all(isinstance(v, DeferredVideo) and v.output_format == first.output_format for v in videos):
+        return _stack([v.tensor() if isinstance(v, DeferredVideo) else v for v in videos], out)
+    memory = out.view(len(videos), *first.frames.shape)
+    target = memory.numpy()
+    for i, v in enumerate(videos):
+        v.decode_into(target[i])
+    return memory.permute(0, 1, 4, 2, 3) if first.output_format == "TCHW" else memory
 
 
 def _itemsize(dtype: torch.dtype) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, Mapping, Optional
 
 from torch.utils.data import DataLoader
@@ -45,11 +46,14 @@ class ClipLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
         if self.num_workers == 0:
-            yield from super().__iter__()
+            with self._deferred_jpeg():
+                yield from super().__iter__()
             return
         slots = self._slots_for_workers()
         schedule = dataset._schedule(self.num_workers, self.batch_size, self.drop_last)
-        for batch in super().__iter__():
+        with self._deferred_jpeg():
+            batches = super().__iter__()
+        for batch in batches:
             next(schedule)
             if isinstance(batch, Slotted):
                 batch = self._unwrap(batch, slots)
@@ -57,6 +61,20 @@ class ClipLoader(DataLoader):
         leftover = sum(1 for _ in schedule)
         if leftover:
             raise RuntimeError(f"ClipLoader expected {leftover} more batches than the DataLoader yielded")
+
+    @contextlib.contextmanager
+    def _deferred_jpeg(self) -> Iterator[None]:
+        """While the dataset is iterated for this loader (in this process, or copied into the
+        workers started here), JPEG clips reach the collate undecoded and are decoded straight
+        into the batch: one clip-sized copy fewer. Only with the default collate, no
+        ``transform`` and ``errors="raise"``, so nothing else can see the difference."""
+        dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
+        on = isinstance(self.collate_fn, SlotCollate) and dataset.transform is None and dataset.errors == "raise"
+        dataset._defer_jpeg = on
+        try:
+            yield
+        finally:
+            dataset._defer_jpeg = False
 
     def _slots_for_workers(self) -> Optional[SharedSlots]:
         """The slots the workers about to start get: new ones for new workers (workers of an

@@ -214,6 +214,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
         self.output_format = output_format
         self.transform = transform
         self.errors = errors
+        self._defer_jpeg = False  # set by ClipLoader: JPEG clips decoded by its collate, into the batch
         self.remainder = remainder
         self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport)
         self._reader = SampleReader(self.index)
@@ -410,7 +411,7 @@ class StreamingKinetics(_KineticsBase, IterableDataset):
                     item = exc
             if isinstance(item, RawSample):
                 try:
-                    out = to_output(decode(item), self.output_format, self.transform)
+                    out = to_output(decode(item, defer_jpeg=self._defer_jpeg), self.output_format, self.transform, item)
                 except ShardReadError as exc:
                     item = exc
             if isinstance(item, ShardReadError):

@@ -26,6 +26,7 @@ from clipshards.convert.schema import (
     LABEL_MEMBER,
     META_MEMBER,
     VIDEO_MEMBER,
+    JpegFrames,
     ShardFormatError,
     decode_npy,
     decode_sample,
@@ -38,7 +39,7 @@ from .transport import empty_buffer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ShardReadError", "SampleReader", "parse_sample", "OUTPUT_FORMATS", "to_output"]
+__all__ = ["ShardReadError", "SampleReader", "parse_sample", "OUTPUT_FORMATS", "to_output", "DeferredVideo"]
 
 OUTPUT_FORMATS = ("TCHW", "THWC")
 _FRAME_FIELD = re.compile(r"f\d{4,}\.jpg")
@@ -210,10 +211,10 @@ def _culprit(fields: dict[str, memoryview]) -> Optional[str]:
     return None
 
 
-def decode(raw: RawSample) -> dict[str, Any]:
+def decode(raw: RawSample, *, defer_jpeg: bool = False) -> dict[str, Any]:
     """Arrays of one clip (see :func:`clipshards.convert.schema.decode_sample`); errors name the member."""
     try:
-        return decode_sample(raw.fields, where=raw.key, alloc=_frames_array)
+        return decode_sample(raw.fields, where=raw.key, alloc=_frames_array, defer_jpeg=defer_jpeg)
     except ShardFormatError as exc:
         field = _culprit(raw.fields)
         member = f"{raw.key}.{field}" if field else raw.key
@@ -232,9 +233,46 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
-def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Callable[[torch.Tensor], Any]]) -> tuple[Any, torch.Tensor, int]:
+class DeferredVideo:
+    """A clip's JPEG video, not decoded yet: :func:`~clipshards.loader.collate.collate_clips`
+    decodes it straight into the batch. Only :class:`~clipshards.loader.ClipLoader` asks for
+    these (no ``transform``, ``errors="raise"``); anything else gets tensors."""
+
+    __slots__ = ("frames", "output_format", "shard", "clip", "key")
+    dtype = torch.uint8
+
+    def __init__(self, frames: JpegFrames, output_format: str, raw: RawSample) -> None:
+        self.frames, self.output_format = frames, output_format
+        self.shard, self.clip, self.key = raw.shard, raw.clip, raw.key
+
+    @property
+    def shape(self) -> torch.Size:
+        t, h, w, c = self.frames.shape
+        return torch.Size((t, c, h, w) if self.output_format == "TCHW" else (t, h, w, c))
+
+    def decode_into(self, out: np.ndarray) -> None:
+        """Decode into ``out``, uint8 ``[T, H, W, 3]`` memory; errors name the shard and clip."""
+        try:
+            self.frames.decode_into(out)
+        except ShardFormatError as exc:
+            raise ShardReadError(self.shard, self.clip, f"{self.key}.fNNNN.jpg", str(exc)) from exc
+
+    def tensor(self) -> torch.Tensor:
+        out = np.empty(self.frames.shape, dtype=np.uint8)
+        self.decode_into(out)
+        video = torch.from_numpy(out)
+        return video.permute(0, 3, 1, 2) if self.output_format == "TCHW" else video
+
+
+def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Callable[[torch.Tensor], Any]],
+              raw: Optional[RawSample] = None) -> tuple[Any, torch.Tensor, int]:
     """torchvision's ``(video, audio, label)``: video uint8 THWC, or TCHW as a permuted view
-    (as torchvision makes it); ``transform`` sees the video only."""
+    (as torchvision makes it); ``transform`` sees the video only. A deferred JPEG video (see
+    :func:`decode`) becomes a :class:`DeferredVideo` of ``raw``."""
+    if isinstance(sample["video"], JpegFrames):
+        if raw is None or transform is not None:
+            raise ValueError("a deferred JPEG video needs its RawSample and no transform")
+        return DeferredVideo(sample["video"], output_format, raw), _tensor(sample["audio"]), int(sample["label"])
     video = _tensor(sample["video"])
     if output_format == "TCHW":
         video = video.permute(0, 3, 1, 2)

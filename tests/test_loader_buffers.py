@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,48 @@ def test_jpeg_frames_of_different_sizes_or_not_jpeg_are_refused():
         decode_jpeg(png.getvalue())
     with pytest.raises(ShardFormatError):
         decode_jpeg(a[: len(a) // 2])
+
+
+# -- JPEG clips decoded straight into the batch ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(big, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bigjpeg") / "out"
+    convert(big.parent / "dataset", out, frames_per_clip=8, step_between_clips=8, workers=1, progress=False,
+            codec="jpeg", shard_size=200_000)
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("fmt", ["TCHW", "THWC"])
+def test_clip_loader_jpeg_batches_equal_decoded_clips(big_jpeg, workers, fmt):
+    ref = IndexedKinetics(big_jpeg, output_format=fmt)
+    ds = StreamingKinetics(big_jpeg, shuffle=False, output_format=fmt)
+    batches = list(ds.loader(batch_size=BATCH, num_workers=workers))
+    got = sorted(clip_id(v) for b in batches for v in b.video)  # workers interleave their parts
+    want = sorted(clip_id(ref[g][0]) for g in range(len(ref)))
+    assert got == want
+    assert batches[0].video.shape[1:] == ref[0][0].shape
+    assert not ds._defer_jpeg, "the dataset is back to decoding itself after the loader"
+    assert isinstance(next(iter(ds))[0], torch.Tensor)
+
+
+def test_a_corrupt_jpeg_frame_in_a_batch_names_its_clip(big_jpeg, tmp_path):
+    import shutil
+
+    from clipshards.loader import ShardReadError
+
+    out = tmp_path / "bad"
+    shutil.copytree(big_jpeg, out)
+    shard = sorted((out / "train").glob("*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    with tarfile.open(shard) as tf:
+        first = next(m for m in tf if m.name.endswith(".jpg"))
+    jpg = data[first.offset_data: first.offset_data + first.size]
+    at = first.offset_data + jpg.index(b"\xff\xda") + 40  # inside the frame's entropy-coded data
+    data[at: at + 200] = b"\xff\xd9" * 100
+    shard.write_bytes(bytes(data))
+    ds = StreamingKinetics(out, shuffle=False)
+    with pytest.raises(ShardReadError, match=r"clip 0.*jpg"):
+        list(ds.loader(batch_size=BATCH))
