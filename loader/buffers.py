@@ -31,7 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BufferPool", "SharedSlots", "pool", "shared_storage", "use_count"]
+__all__ = ["BufferPool", "SharedSlots", "carve", "pool", "shared_storage", "use_count"]
 
 MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
 _ROUND = 1 << 16
@@ -56,6 +56,16 @@ def _u8(storage: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage)
 
 
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+def carve(memory: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A ``dtype`` tensor of ``shape`` at byte ``offset`` (a multiple of the item size) of the
+    uint8 tensor ``memory``, sharing its memory."""
+    return torch.empty(0, dtype=dtype).set_(memory.untyped_storage(), (memory.storage_offset() + offset) // _itemsize(dtype), shape)
+
+
 class BufferPool:
     """Reusable storages of at least :data:`MIN_POOLED` bytes, at most ``max_buffers`` of
     them and ``max_bytes`` in all; requests beyond that get unpooled memory."""
@@ -72,11 +82,12 @@ class BufferPool:
     def _new(self, nbytes: int) -> torch.UntypedStorage:
         return shared_storage(nbytes) if self.shared else torch.UntypedStorage(nbytes)
 
-    def storage(self, nbytes: int) -> torch.UntypedStorage:
-        """A storage of at least ``nbytes`` bytes that nothing else refers to; its content is
-        undefined (it is about to be overwritten)."""
+    def take(self, nbytes: int) -> torch.Tensor:
+        """A uint8 tensor of ``nbytes`` bytes whose memory nothing else refers to; its content
+        is undefined (it is about to be overwritten). The tensor is made while the pool's lock
+        is held, so no other thread can see the memory as free once it is handed out."""
         if nbytes < MIN_POOLED or not self._free_check:
-            return self._new(nbytes)
+            return _u8(self._new(nbytes))
         with self._lock:
             best = None
             for s in self._storages:
@@ -85,29 +96,26 @@ class BufferPool:
                     best = s
             if best is not None:
                 self.hits += 1
-                return best
+                return _u8(best)[:nbytes]
             self.misses += 1
             cap = -(-nbytes // _ROUND) * _ROUND
             fresh = self._new(cap)
             if len(self._storages) >= self.max_buffers or sum(s.nbytes() for s in self._storages) + cap > self.max_bytes:
                 idle = [s for s in self._storages if use_count(s) == 1]
                 if not idle:
-                    return fresh
+                    return _u8(fresh)[:nbytes]
                 self._storages.remove(min(idle, key=lambda s: s.nbytes()))
             self._storages.append(fresh)
-            return fresh
+            return _u8(fresh)[:nbytes]
 
     def buffer(self, nbytes: int) -> memoryview:
         """A writable byte buffer of ``nbytes`` (uninitialised) for reading into; arrays
         parsed from it are writable, so ``torch.from_numpy`` needs no copy."""
-        return memoryview(_u8(self.storage(nbytes)).numpy())[:nbytes]
+        return memoryview(self.take(nbytes).numpy())
 
     def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous tensor of ``shape`` and ``dtype``."""
-        numel = math.prod(shape)
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        storage = self.storage(numel * itemsize)
-        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+        return carve(self.take(math.prod(shape) * _itemsize(dtype)), 0, shape, dtype)
 
     def clear(self) -> None:
         with self._lock:
@@ -168,7 +176,7 @@ class SharedSlots:
 
     # -- worker side --------------------------------------------------------------------------
 
-    def acquire(self, worker: int, nbytes: int) -> Optional[tuple[int, torch.UntypedStorage]]:
+    def acquire(self, worker: int, nbytes: int) -> Optional[tuple[int, torch.Tensor]]:
         """A free slot of ``worker`` with room for ``nbytes``, now marked in use; None when all
         its slots hold batches the main process still uses (the caller allocates as usual)."""
         if not 0 <= worker < self.num_workers:
@@ -182,7 +190,7 @@ class SharedSlots:
                 storage = shared_storage(-(-nbytes // _ROUND) * _ROUND)
                 self._mine[k] = storage
             flags[k] = 1
-            return k, storage
+            return k, _u8(storage)[:nbytes]
         return None
 
     # -- main side ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import torch
 from torch.utils.data import get_worker_info
 
-from .buffers import SharedSlots, pool, shared_storage
+from .buffers import SharedSlots, carve, pool, shared_storage
 from .reader import DeferredVideo
 
 __all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
@@ -68,8 +68,8 @@ _ALIGN = 64
 
 
 def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: list[int],
-              allocate: Callable[[int], torch.UntypedStorage]) -> ClipBatch:
-    """The batch's five tensors carved out of one storage from ``allocate(nbytes)``: one
+              allocate: Callable[[int], torch.Tensor]) -> ClipBatch:
+    """The batch's five tensors carved out of the uint8 memory from ``allocate(nbytes)``: one
     allocation (and, across processes, one shared segment) per batch."""
     b = len(videos)
     first = videos[0]
@@ -81,10 +81,8 @@ def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: li
         total = -(-total // _ALIGN) * _ALIGN
         offsets.append(total)
         total += math.prod(shape) * _itemsize(dtype)
-    storage = allocate(total)
-    video, audio, label, lengths, channels = (
-        torch.empty(0, dtype=dtype).set_(storage, off // _itemsize(dtype), shape) for (shape, dtype), off in zip(layout, offsets)
-    )
+    memory = allocate(total)
+    video, audio, label, lengths, channels = (carve(memory, off, shape, dtype) for (shape, dtype), off in zip(layout, offsets))
     audio.zero_()
     for i, a in enumerate(audios):
         audio[i, : a.shape[0], : a.shape[1]] = a
@@ -128,13 +126,13 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty(0, dtype=dtype).element_size()
 
 
-def _private_storage(nbytes: int) -> torch.UntypedStorage:
+def _private_storage(nbytes: int) -> torch.Tensor:
     """In the main process, a pooled buffer (no page faults for a batch like the last one);
     in a DataLoader worker, shared memory (as ``default_collate`` does), so the batch reaches
     the main process without another copy."""
     if get_worker_info() is None:
-        return pool().storage(nbytes)
-    return shared_storage(nbytes)
+        return pool().take(nbytes)
+    return torch.empty(0, dtype=torch.uint8).set_(shared_storage(nbytes))
 
 
 class Slotted:
@@ -165,7 +163,7 @@ class SlotCollate:
         videos, audios, labels = _check(samples)
         got: list[int] = []
 
-        def allocate(nbytes: int) -> torch.UntypedStorage:
+        def allocate(nbytes: int) -> torch.Tensor:
             acquired = self.slots.acquire(info.id, nbytes) if self.slots is not None else None
             if acquired is None:
                 return _private_storage(nbytes)

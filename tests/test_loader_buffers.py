@@ -72,30 +72,50 @@ def _check_batch(batch, expected, ids) -> list[int]:
 
 def test_pool_hands_out_a_buffer_again_only_when_nothing_refers_to_it():
     p = BufferPool()
-    a = p.storage(MIN_POOLED)
-    view = torch.empty(0, dtype=torch.uint8).set_(a)
-    assert use_count(a) > 1
-    b = p.storage(MIN_POOLED)
-    assert b.data_ptr() != a.data_ptr(), "a storage still viewed by a tensor was handed out again"
-    del view
-    arr = np.frombuffer(p.buffer(MIN_POOLED), dtype=np.uint8)  # a NumPy view holds it as well
-    c = p.storage(MIN_POOLED)
-    assert c.data_ptr() != arr.__array_interface__["data"][0] or arr.base is None
-    held = {arr.__array_interface__["data"][0]}
-    d = p.storage(MIN_POOLED)
-    assert d.data_ptr() not in held
-    del arr
-    assert p.hits >= 1
+    a = p.take(MIN_POOLED)
+    b = p.take(MIN_POOLED)
+    assert b.data_ptr() != a.data_ptr(), "a buffer still held was handed out again"
+    view = a[10:20].view(torch.int16)  # a view keeps the memory in use after `a` is gone
+    arr = np.frombuffer(p.buffer(MIN_POOLED), dtype=np.uint8)  # so does a NumPy array of a buffer
+    a_ptr, b_ptr, arr_ptr = a.data_ptr(), b.data_ptr(), arr.__array_interface__["data"][0]
+    assert len({a_ptr, b_ptr, arr_ptr}) == 3
+    del a, b  # `view` still holds a's memory, `arr` its own; b's is free
+    c = p.take(MIN_POOLED)
+    assert c.data_ptr() == b_ptr and p.hits == 1
+    del view, arr
+    x, y = p.take(MIN_POOLED), p.take(MIN_POOLED)
+    assert {x.data_ptr(), y.data_ptr()} == {a_ptr, arr_ptr}
 
 
 def test_pool_reuses_a_released_buffer_and_ignores_small_ones():
     p = BufferPool()
-    t = p.tensor((MIN_POOLED,), torch.uint8)
+    t = p.tensor((MIN_POOLED // 4,), torch.float32)
     ptr = t.data_ptr()
     del t
     assert p.tensor((MIN_POOLED,), torch.uint8).data_ptr() == ptr
-    small = p.storage(MIN_POOLED - 1)
-    assert small.nbytes() == MIN_POOLED - 1 and not p._storages.count(small)
+    small = p.take(MIN_POOLED - 1)
+    assert small.numel() == MIN_POOLED - 1 and len(p._storages) == 1
+
+
+def test_pool_hands_out_distinct_memory_to_threads():
+    import threading
+
+    p = BufferPool(max_buffers=64, max_bytes=1 << 30)
+    got: list[torch.Tensor] = []
+    lock = threading.Lock()
+
+    def grab():
+        for _ in range(20):
+            t = p.take(MIN_POOLED)
+            with lock:
+                got.append(t)
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len({t.data_ptr() for t in got}) == len(got) == 80
 
 
 def test_pool_is_bounded():
