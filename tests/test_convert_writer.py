@@ -1,0 +1,91 @@
+"""Shard writing: bytes, SHA-256 and offsets through the chunked background writer, and the
+reused spool slots of the local engine."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from clipshards.convert import convert
+from clipshards.convert.api import SPOOL_PREFIX
+from clipshards.convert.storage import Location
+from clipshards.convert.writer import CHUNK, TAR_END, ChunkPool, ShardWriter
+
+from reference import tree_bytes
+
+SIZES = [1, 511, CHUNK - 3, 4096, CHUNK + 5, 2 * CHUNK, 777]
+
+
+@pytest.fixture(params=["disk", "tmpfs"])
+def folder(request, tmp_path) -> Iterator[Path]:
+    """A folder on the test disk (ext4 and the like: O_DIRECT needs aligned writes) or on tmpfs."""
+    if request.param == "disk":
+        yield tmp_path
+        return
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm tmpfs on this system")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        yield Path(d)
+
+
+def test_shard_bytes_sha_and_offsets_across_chunk_boundaries(folder):
+    samples = [os.urandom(n) for n in SIZES]
+    writer = ShardWriter(Location(folder), "train", 3, pool=ChunkPool(2))
+    for i, s in enumerate(samples):
+        if i % 2:
+            writer.add(s)
+        else:
+            assert writer.add_from(io.BytesIO(s).readinto, len(s)) == len(s)
+    info = writer.close()
+    data = (folder / "train-000003.tar").read_bytes()
+    assert data == b"".join(samples) + TAR_END
+    assert info.sha256 == hashlib.sha256(data).hexdigest() and info.bytes == len(data)
+    starts = [sum(SIZES[:i]) for i in range(len(SIZES))]
+    assert info.offsets == list(zip(starts, SIZES)) and info.clips == len(SIZES)
+    assert sorted(os.listdir(folder)) == ["train-000003.tar"]  # no partial file left
+
+
+def test_shards_of_one_run_share_the_pool(tmp_path):
+    pool = ChunkPool(2)
+    for i in range(3):
+        w = ShardWriter(Location(tmp_path), "train", i, pool=pool)
+        w.add(bytes([i]) * (CHUNK + 100))
+        w.close()
+    assert pool.free.qsize() == 2
+    assert (tmp_path / "train-000002.tar").read_bytes() == b"\2" * (CHUNK + 100) + TAR_END
+
+
+def test_aborted_shard_leaves_nothing(tmp_path):
+    w = ShardWriter(Location(tmp_path), "train", 0)
+    w.add(b"x" * (3 * CHUNK + 1))
+    w.abort()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError, match="train-000000.tar"):
+        w.add(b"y")
+
+
+def test_short_source_reports_the_bytes_read(tmp_path):
+    w = ShardWriter(Location(tmp_path), "train", 0)
+    assert w.add_from(io.BytesIO(b"abc").readinto, 10) == 3
+    w.abort()
+
+
+def test_chunk_pool_needs_two_buffers():
+    with pytest.raises(ValueError, match="count must be >= 2"):
+        ChunkPool(1)
+
+
+def test_reused_spool_slots_give_the_same_bytes_and_are_removed(tiny_dataset, tiny_converted, tmp_path):
+    """Two workers: 6 videos through 5 slot files (one rewritten); same bytes as one worker."""
+    out = tmp_path / "w2"
+    convert(tiny_dataset, out, frames_per_clip=8, step_between_clips=4, workers=2, progress=False, shard_size=200_000)
+    a, b = tree_bytes(tiny_converted), tree_bytes(out)
+    assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+    mine = f"{SPOOL_PREFIX}{os.getpid()}-"
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(mine)]
