@@ -170,9 +170,12 @@ class _ShardSink:
         return self._sha.hexdigest()
 
     def abort(self) -> None:
+        """Stop without writing what is still queued (the shard is discarded)."""
         if self._chunk is not None:
             self._pool.free.put(self._chunk)
             self._chunk = None
+        if self._error is None:
+            self._error = RuntimeError("shard aborted")
         self._full.put(None)
         self._thread.join()
 
