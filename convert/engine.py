@@ -120,8 +120,8 @@ def keep_freed_memory() -> None:
 
     A worker allocates and frees megabytes per clip (frames, the clip, its encoding). By
     default glibc maps such blocks fresh and returns them on free, so every clip first-touches
-    new pages: ~100,000 page faults per 10 s video, costlier still on a VM whose balloon takes
-    freed pages back. Kept, the same pages serve clip after clip; the process stays at its peak.
+    new pages: ~10,000 page faults per 10 s 340x256 video, costlier still on a VM whose balloon
+    takes freed pages back. Kept, the same pages serve clip after clip; the process stays at its peak.
     """
     try:
         libc = ctypes.CDLL(None)
