@@ -71,6 +71,7 @@ def _open_spool(spool: Location, task: VideoTask) -> Iterator[BinaryIO]:
         fd = os.open(spool.path(slot_name(task.slot)), os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "wb") as fh:
             yield fh
+            fh.truncate()  # a shorter video frees the rest: the spool never holds more than before
     else:
         with spool.open_atomic(spool_name(task.entry.index), durable=False) as fh:
             yield fh
