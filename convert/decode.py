@@ -303,7 +303,8 @@ def iter_clips(
         size: Optional[tuple[int, int]] = None
         decoded = 0
         # one scaler for the whole video: ``frame.to_ndarray(format=...)`` builds (and tears down,
-        # with its slice threads) a new SwsContext for every frame
+        # with its slice threads) a new SwsContext for every frame. It runs in this thread: slice
+        # threads would compete with the decoder's for the same cores (measured 8% slower).
         reformatter = VideoReformatter()
 
         def make(c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
@@ -349,7 +350,7 @@ def iter_clips(
                     needed = any(_clip_range_contains(k, T, S) for k in range(next_k, k_hi))
                     rgb = None
                     if needed:
-                        rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                        rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24", threads=1).to_ndarray()
                     for k in range(next_k, k_hi):
                         if rgb is not None and _clip_range_contains(k, T, S):
                             window.append((k, i, rgb))
