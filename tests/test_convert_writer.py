@@ -89,3 +89,21 @@ def test_reused_spool_slots_give_the_same_bytes_and_are_removed(tiny_dataset, ti
     assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
     mine = f"{SPOOL_PREFIX}{os.getpid()}-"
     assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(mine)]
+
+
+def test_write_error_in_the_writer_thread_reaches_the_caller(tmp_path):
+    """A failing write (here: over the file size limit, EFBIG) is raised by add or close, and
+    the aborted shard leaves no file."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    w = ShardWriter(Location(tmp_path), "train", 0)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * CHUNK, hard))
+    try:
+        with pytest.raises(OSError):
+            for _ in range(8):
+                w.add(b"z" * CHUNK)
+            w.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    w.abort()
+    assert os.listdir(tmp_path) == []
