@@ -4,7 +4,8 @@
 * JPEG limit: the shards' JPEG frames, already in memory, decoded in a tight loop with the
   decoder the loader uses (:func:`clipshards.convert.schema.decode_jpeg`);
 * decode-only: PyAV decoding every video frame to RGB24 (and the audio) of the videos the
-  converter converts, with the converter's thread settings and number of processes.
+  converter converts, with the converter's thread settings, RGB conversion (one reused
+  scaler a video) and number of processes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, decode_jpeg, decode_npy, decode_sample, member_field
 
@@ -147,8 +149,9 @@ def _decode_file(args: tuple[str, int]) -> int:
         if threads:
             vstream.codec_context.thread_count = threads
         frames = 0
+        reformatter = VideoReformatter()  # as the converter: one scaler a video, in this thread
         for frame in container.decode(vstream):
-            frame.to_ndarray(format="rgb24")
+            reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
             frames += 1
     with av.open(path, metadata_errors="ignore") as container:
         if container.streams.audio:
