@@ -23,21 +23,22 @@ __all__ = ["run", "steady_rate"]
 CODECS = ("raw", "jpeg")
 
 
-def steady_rate(batches: Iterable[Any], limit: int) -> tuple[int, float]:
-    """Clips per second after the first batch (worker start-up is section 3's business).
+def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1) -> tuple[int, float]:
+    """Clips per second after the first ``warmup`` batches (start-up is section 3's business:
+    with W DataLoader workers, each worker's first batch carries its start-up, so pass W).
 
-    Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were seen.
+    Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were counted.
     """
     seen = counted = 0
     start = None
     for batch in batches:
         n = int(batch.label.shape[0]) if hasattr(batch, "label") else len(batch[2])
-        seen += n
-        if start is None:
+        seen += 1
+        if seen == warmup:
             start = time.perf_counter()
-        else:
+        elif start is not None:
             counted += n
-        if limit and seen >= limit:
+        if limit and counted >= limit:
             break
     if start is None or counted == 0:
         raise RuntimeError("too few batches to time: raise loader_clips/baseline_clips or lower batch_size")
@@ -49,7 +50,7 @@ def _loader_rate(cfg: BenchConfig, out: str, workers: int, seed: int) -> float:
 
     ds = StreamingKinetics(out, "train", shuffle=True, seed=seed)
     loader = ds.loader(batch_size=cfg.batch_size, num_workers=workers)
-    clips, seconds = steady_rate(loader, cfg.loader_clips)
+    clips, seconds = steady_rate(loader, cfg.loader_clips, warmup=max(1, workers))
     return clips / seconds
 
 
@@ -59,7 +60,7 @@ def _baseline_rate(cfg: BenchConfig, ds: TorchvisionStyleClips, workers: int, se
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          collate_fn=collate_clips, generator=g)
-    clips, seconds = steady_rate(loader, cfg.baseline_clips + cfg.batch_size)
+    clips, seconds = steady_rate(loader, cfg.baseline_clips, warmup=max(1, workers))
     return clips / seconds
 
 
@@ -124,8 +125,8 @@ def run(cfg: BenchConfig, root: str) -> Section:
                                   f"(num_workers {w})", f"{100 * vl:.0f}%", vl >= xl))
     s.notes += [
         f"MB/s counts decoded clip tensors (video uint8 + audio float32): {clip_mb.get('raw', mb):.2f} MB a clip. "
-        f"Batches of {cfg.batch_size} with `collate_clips`; rates exclude the first batch (start-up is timed in "
-        "the first-batch section). Shards are read from the page cache (read once before timing).",
+        f"Batches of {cfg.batch_size} with `collate_clips`; rates exclude each worker's first batch (start-up is "
+        "timed in the first-batch section). Shards are read from the page cache (read once before timing).",
         f"Loader: `StreamingKinetics(out, shuffle=True)` (auto block size and shuffle buffer) through "
         f"`ds.loader(batch_size={cfg.batch_size}, num_workers=W)`, {cfg.loader_clips or 'all'} clips a run. "
         f"Baseline: a map-style dataset that scans the videos once, then per clip opens the file, seeks, decodes "

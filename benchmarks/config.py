@@ -38,7 +38,7 @@ class BenchConfig:
     repeats: int = 5
     batch_size: int = 8
     loader_workers: tuple[int, ...] = (0, 2)
-    loader_clips: int = 360
+    loader_clips: int = 640
     baseline_clips: int = 64
     convert_videos: int = 40
     convert_repeats: int = 3

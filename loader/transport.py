@@ -275,10 +275,6 @@ class RangeReader:
         self.close()
 
 
-_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if hasattr(mmap, "MADV_WILLNEED") and os.uname().sysname == "Linux" else None)
-"""``madvise`` option that maps a range's pages readable in one call (Linux >= 5.14)."""
-
-
 def empty_buffer(length: int) -> memoryview:
     """A writable byte buffer of ``length`` bytes that is not zero-filled (it is about to be
     read into); arrays viewing it are writable, so ``torch.from_numpy`` needs no copy. Large
@@ -655,7 +651,8 @@ class Transport:
 
         The mapping is private and writable (copy-on-write: writing to a clip never changes
         the shard) and lives as long as anything made from the returned view. Its pages are
-        mapped from the page cache in one call (``MADV_POPULATE_READ``), not fault by fault.
+        mapped from the page cache on first touch, 16 at a time, by whichever threads copy the
+        clip (``MADV_POPULATE_READ`` up front, in one thread, measured 1.5x slower).
         """
         if not self.maps or (end is not None and end - start < MIN_POOLED):
             return self.read_buffer(name, start, end)
@@ -674,11 +671,6 @@ class Transport:
                 return self.read_buffer(name, start, end)
             base = start - start % mmap.ALLOCATIONGRANULARITY
             mapped = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
-            if _POPULATE_READ is not None:
-                try:
-                    mapped.madvise(_POPULATE_READ)
-                except OSError:  # a kernel before 5.14: pages fault in on first touch instead
-                    pass
         finally:
             if fd >= 0:
                 os.close(fd)
