@@ -201,13 +201,8 @@ def decode_jpeg(data: bytes | memoryview, out: Optional[np.ndarray] = None) -> n
 def decode_jpeg_frames(frames: list[bytes | memoryview], alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None) -> np.ndarray:
     """The frames of one clip decoded into one ``[T, H, W, 3]`` array (from ``alloc(shape)``
     when given): no per-frame arrays, no stacking copy."""
-    first = decode_jpeg(frames[0])
-    shape = (len(frames), *first.shape)
-    video = alloc(shape) if alloc is not None else np.empty(shape, dtype=np.uint8)
-    video[0] = first
-    for t in range(1, len(frames)):
-        decode_jpeg(frames[t], out=video[t])
-    return video
+    clip = JpegFrames(frames)
+    return clip.decode_into(alloc(clip.shape) if alloc is not None else np.empty(clip.shape, dtype=np.uint8))
 
 
 class JpegFrames:
@@ -238,9 +233,6 @@ class JpegFrames:
         for t, frame in enumerate(self.frames):
             decode_jpeg(frame, out=out[t])
         return out
-
-    def decode(self) -> np.ndarray:
-        return self.decode_into(np.empty(self.shape, dtype=np.uint8))
 
 
 def encode_sample(

@@ -31,7 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BufferPool", "SharedSlots", "carve", "pool", "shared_storage", "use_count"]
+__all__ = ["BufferPool", "SharedSlots", "carve", "itemsize", "pool", "shared_storage", "use_count"]
 
 MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
 _ROUND = 1 << 16
@@ -56,31 +56,30 @@ def _u8(storage: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage)
 
 
-def _itemsize(dtype: torch.dtype) -> int:
+def itemsize(dtype: torch.dtype) -> int:
     return torch.empty(0, dtype=dtype).element_size()
 
 
 def carve(memory: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A ``dtype`` tensor of ``shape`` at byte ``offset`` (a multiple of the item size) of the
     uint8 tensor ``memory``, sharing its memory."""
-    return torch.empty(0, dtype=dtype).set_(memory.untyped_storage(), (memory.storage_offset() + offset) // _itemsize(dtype), shape)
+    return torch.empty(0, dtype=dtype).set_(memory.untyped_storage(), (memory.storage_offset() + offset) // itemsize(dtype), shape)
 
 
 class BufferPool:
     """Reusable storages of at least :data:`MIN_POOLED` bytes, at most ``max_buffers`` of
     them and ``max_bytes`` in all; requests beyond that get unpooled memory."""
 
-    def __init__(self, *, max_buffers: int = 24, max_bytes: int = 512 << 20, shared: bool = False) -> None:
+    def __init__(self, *, max_buffers: int = 24, max_bytes: int = 512 << 20) -> None:
         self.max_buffers = max_buffers
         self.max_bytes = max_bytes
-        self.shared = shared
         self._free_check = _use_count_fn is not None
         self._storages: list[torch.UntypedStorage] = []
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def _new(self, nbytes: int) -> torch.UntypedStorage:
-        return shared_storage(nbytes) if self.shared else torch.UntypedStorage(nbytes)
+        return torch.UntypedStorage(nbytes)
 
     def take(self, nbytes: int) -> torch.Tensor:
         """A uint8 tensor of ``nbytes`` bytes whose memory nothing else refers to; its content
@@ -115,11 +114,8 @@ class BufferPool:
 
     def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous tensor of ``shape`` and ``dtype``."""
-        return carve(self.take(math.prod(shape) * _itemsize(dtype)), 0, shape, dtype)
+        return carve(self.take(math.prod(shape) * itemsize(dtype)), 0, shape, dtype)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._storages.clear()
 
 
 _pool: Optional[BufferPool] = None
@@ -214,9 +210,3 @@ class SharedSlots:
             self._in_use.discard(slot)
             self._view[slot] = 0
         return len(freed)
-
-    def reset(self) -> None:
-        """New workers: no slot holds anything they made."""
-        self._mapped.clear()
-        self._in_use.clear()
-        self._view[:] = 0

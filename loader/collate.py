@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import torch
 from torch.utils.data import get_worker_info
 
-from .buffers import SharedSlots, carve, pool, shared_storage
+from .buffers import SharedSlots, carve, itemsize, pool, shared_storage
 from .reader import DeferredVideo
 
 __all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
@@ -80,7 +80,7 @@ def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: li
     for shape, dtype in layout:
         total = -(-total // _ALIGN) * _ALIGN
         offsets.append(total)
-        total += math.prod(shape) * _itemsize(dtype)
+        total += math.prod(shape) * itemsize(dtype)
     memory = allocate(total)
     video, audio, label, lengths, channels = (carve(memory, off, shape, dtype) for (shape, dtype), off in zip(layout, offsets))
     audio.zero_()
@@ -120,10 +120,6 @@ def _decode_into(videos: list[Any], out: torch.Tensor) -> torch.Tensor:
     for i, v in enumerate(videos):
         v.decode_into(target[i])
     return memory.permute(0, 1, 4, 2, 3) if first.output_format == "TCHW" else memory
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty(0, dtype=dtype).element_size()
 
 
 def _private_storage(nbytes: int) -> torch.Tensor:
