@@ -60,7 +60,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
     s.notes.append(
         f"{len(paths)} videos ({len(paths) * cfg.frames} frames) a run, {cfg.convert_repeats} runs, each in a fresh process; a run is "
         "`convert()` end to end: worker start-up, probe, decode, encode, shard writing (fsync), index. Decode-only decodes every video frame to RGB24 and the "
-        "audio, with the converter's thread settings (FFmpeg threads auto) and RGB conversion (one reused scaler a video) in the same number of processes."
+        "audio, with the converter's settings (one decoder thread a worker, freed memory kept) and RGB conversion (one reused scaler a video) in the same number of processes."
     )
     s.chart = chart_data(
         [(f"{'decode-only' if k == 'decode' else k} w{w}", F[(k, w)], "C7" if k == "decode" else ("C0" if k == "raw" else "C1"))

@@ -22,6 +22,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from clipshards.convert.engine import keep_freed_memory
+from clipshards.convert.options import ConvertOptions
 from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, decode_jpeg, decode_npy, decode_sample, member_field
 
 logger = logging.getLogger(__name__)
@@ -160,13 +162,23 @@ def _decode_file(args: tuple[str, int]) -> int:
     return frames
 
 
-def decode_only(paths: list[str], *, workers: int, threads: int = 0) -> tuple[int, float]:
-    """Decode every frame of ``paths`` (RGB24) and their audio in ``workers`` processes; ``(frames, seconds)``."""
+def decode_only(paths: list[str], *, workers: int, threads: int | None = None) -> tuple[int, float]:
+    """Decode every frame of ``paths`` (RGB24) and their audio in ``workers`` processes; ``(frames, seconds)``.
+
+    The converter's settings: its default decoder threads (unless ``threads`` is given) and
+    its malloc setting (freed memory kept), in this process for one worker, else in a pool.
+    """
+    if threads is None:
+        threads = ConvertOptions(frames_per_clip=1).decoder_threads
     jobs = [(p, threads) for p in paths]
     start = time.perf_counter()
     if workers == 1:
-        frames = sum(_decode_file(j) for j in jobs)
+        restore = keep_freed_memory()
+        try:
+            frames = sum(_decode_file(j) for j in jobs)
+        finally:
+            restore()
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=keep_freed_memory) as pool:
             frames = sum(pool.map(_decode_file, jobs))
     return frames, time.perf_counter() - start

@@ -1,9 +1,20 @@
-"""clipshards.convert: turn a torchvision-layout video dataset into WebDataset clip shards."""
+"""clipshards.convert: turn a torchvision-layout video dataset into WebDataset clip shards.
 
-from .api import convert
-from .options import ConvertOptions, load_config
-from .report import ConvertReport, VideoRecord
-from .tools import PreviewResult, VerifyResult, inspect_output, preview_clip, read_clip, verify_output
+The public names load their modules on first use (PEP 562): a converter worker process,
+which imports only the decoding and encoding modules, then starts without the run's
+progress bars, tools and their imports (about 0.1 s less per spawned worker).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import convert
+    from .options import ConvertOptions, load_config
+    from .report import ConvertReport, VideoRecord
+    from .tools import PreviewResult, VerifyResult, inspect_output, preview_clip, read_clip, verify_output
 
 __all__ = [
     "convert",
@@ -18,3 +29,30 @@ __all__ = [
     "preview_clip",
     "PreviewResult",
 ]
+
+_HOME = {
+    "convert": ".api",
+    "ConvertOptions": ".options",
+    "load_config": ".options",
+    "ConvertReport": ".report",
+    "VideoRecord": ".report",
+    "inspect_output": ".tools",
+    "verify_output": ".tools",
+    "VerifyResult": ".tools",
+    "read_clip": ".tools",
+    "preview_clip": ".tools",
+    "PreviewResult": ".tools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

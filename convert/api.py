@@ -32,8 +32,10 @@ from .schema import (
     INDEX_NAME,
     OFFSETS_NAME,
     REPORT_NAME,
+    checksum_of,
     dumps_json,
     encode_npy,
+    entry_checksum,
     shard_name,
 )
 from .storage import Location, redact
@@ -257,7 +259,8 @@ class _Run:
             info = marker["shard"]
             if self.loc.size(info["name"]) != info["bytes"]:
                 break
-            shard = ShardInfo(index=i, name=info["name"], clips=info["clips"], bytes=info["bytes"], sha256=info["sha256"])
+            algo, checksum = entry_checksum(info)
+            shard = ShardInfo(index=i, name=info["name"], clips=info["clips"], bytes=info["bytes"], checksum=checksum, algo=algo)
             shard.offsets = [tuple(o) for o in marker["offsets"]]
             self.shards.append(shard)
             self.shard_first.append(self.global_clips)
@@ -284,7 +287,7 @@ class _Run:
         if self.writer is not None and self.writer.info.clips and self.writer.size + size + len(TAR_END) > self.opts.shard_size:
             self._finish_shard(next_cursor=cursor)
         if self.writer is None:
-            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards), pool=self.chunks)
+            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards), pool=self.chunks, checksum=self.opts.checksum)
             self.shard_first.append(self.global_clips)
         return self.writer
 
@@ -430,7 +433,7 @@ class _Run:
             "options": opts.output_options(),
             "classes": list(layout.classes),
             "counts": counts,
-            "offsets": {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), "sha256": hashlib.sha256(offsets_bytes).hexdigest()},
+            "offsets": {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), opts.checksum: checksum_of(opts.checksum, offsets_bytes)},
             "shards": shards,
             "videos": [v.to_json() for v in videos],
         }

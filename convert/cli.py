@@ -62,6 +62,11 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality 1-100 (default 90)")
     g.add_argument("--shard-size", type=_size, default=None, help="target bytes per shard, e.g. 256MB (default 256MB)")
     g.add_argument(
+        "--checksum", choices=("xxh3_128", "sha256"), default=None,
+        help="checksum the index records per shard, checked by `clipshards verify` (default xxh3_128: "
+        "memory speed; sha256 costs a raw conversion about a third of a core)",
+    )
+    g.add_argument(
         "--storage-option", action="append", default=[], metavar="KEY=VALUE",
         help="fsspec storage option for OUT, repeatable (e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000); "
         "credentials are better left to the environment or profiles; they are never logged",
@@ -69,7 +74,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--config", default=None, help="TOML preset (see configs/); flags given here override it")
     g.add_argument("--workers", type=int, default=None, help="decoder processes (default: one per CPU core)")
-    g.add_argument("--decoder-threads", type=int, default=None, help="FFmpeg threads per decoder (default 0: FFmpeg decides)")
+    g.add_argument("--decoder-threads", type=int, default=None, help="FFmpeg threads per decoder (default 1: the workers give the parallelism; 0: FFmpeg decides)")
     g.add_argument("--engine", choices=("local", "ray"), default="local", help="local process pool (default) or a Ray cluster")
     g.add_argument("--ray-address", default=None, help="Ray cluster address for --engine ray (default: start a local one)")
     g.add_argument("--dry-run", action="store_true", help="probe and print the plan, write nothing")
@@ -82,7 +87,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 _OPTION_FLAGS = (
     "split", "frames_per_clip", "step_between_clips", "frame_rate", "extensions", "num_classes",
     "video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels",
-    "codec", "jpeg_quality", "shard_size", "workers", "decoder_threads",
+    "codec", "jpeg_quality", "shard_size", "checksum", "workers", "decoder_threads",
 )
 
 

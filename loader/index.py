@@ -24,6 +24,7 @@ from clipshards.convert.schema import (
     OFFSETS_NAME,
     ShardFormatError,
     check_index_version,
+    entry_checksum,
     npy_header,
 )
 
@@ -47,7 +48,7 @@ class ShardEntry:
     clips: int
     first_clip: int
     bytes: int
-    sha256: str = ""
+    checksum: str = ""  # "<algorithm>:<hex digest>" as the index records it, "" if it does not
 
 
 def split_url(url: str | os.PathLike, split: str) -> str:
@@ -58,6 +59,11 @@ def split_url(url: str | os.PathLike, split: str) -> str:
     if not isinstance(split, str) or not split or "/" in split or split in (".", ".."):
         raise ValueError(f"split={split!r}: expected a split name such as 'train'")
     return posixpath.join(base.rstrip("/") or "/", split) if "://" in base else os.path.join(base, split)
+
+
+def _checksum(entry: dict[str, Any]) -> str:
+    algo, value = entry_checksum(entry)
+    return f"{algo}:{value}" if algo else ""
 
 
 class DatasetIndex:
@@ -76,7 +82,7 @@ class DatasetIndex:
             self.options: dict[str, Any] = dict(head.get("options") or {})
             self.num_clips = int(head["counts"]["clips"])
             self.shards: tuple[ShardEntry, ...] = tuple(
-                ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), str(s.get("sha256", "")))
+                ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), _checksum(s))
                 for s in head["shards"]
             )
             self._offsets_meta = dict(head.get("offsets") or {"name": OFFSETS_NAME})
@@ -94,7 +100,7 @@ class DatasetIndex:
             raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {self.num_clips}")
         self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
         for s in self.shards:
-            self.transport.known(s.name, size=s.bytes, sha256=s.sha256)
+            self.transport.known(s.name, size=s.bytes, version=s.checksum)
         self._pages: dict[int, np.ndarray] = {}
         self._data_offset: Optional[int] = None
         self._videos: Optional[list[dict[str, Any]]] = None

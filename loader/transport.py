@@ -545,12 +545,13 @@ class Transport:
             self._executor_pid = os.getpid()
         return self._executor
 
-    def known(self, name: str, *, size: int, sha256: str = "") -> None:
-        """Record what the index says of a file (its size and content hash): the cache then
-        keys its blocks by content, and no stat request is needed for it."""
+    def known(self, name: str, *, size: int, version: str = "") -> None:
+        """Record what the index says of a file: its size and ``version`` (its checksum as
+        ``"<algorithm>:<hex>"``); the cache then keys its blocks by content, and no stat
+        request is needed for it."""
         self._sizes[name] = int(size)
-        if sha256:
-            self._info[name] = (int(size), f"sha256:{sha256}")
+        if version:
+            self._info[name] = (int(size), version)
 
     # -- remote requests ------------------------------------------------------------------
     def _stat(self, name: str) -> tuple[int, str]:

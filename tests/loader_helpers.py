@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, dumps_json, encode_npy
+from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, checksum_of, dumps_json, encode_npy, entry_checksum
 from clipshards.convert.synth import VideoSpec, make_dataset
 from clipshards.convert.writer import TAR_END, tar_member
 
@@ -109,10 +109,11 @@ def rewrite_shard(split_dir: Path, shard_index: int, members: Sequence[tuple[str
     blob += TAR_END
     (split_dir / shard["name"]).write_bytes(bytes(blob))
     shard["bytes"] = len(blob)
-    shard["sha256"] = hashlib.sha256(blob).hexdigest()
+    algo = entry_checksum(shard)[0] or "sha256"
+    shard[algo] = checksum_of(algo, bytes(blob))
     offsets_bytes = encode_npy(offsets)
     (split_dir / OFFSETS_NAME).write_bytes(offsets_bytes)
-    index["offsets"] = {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), "sha256": hashlib.sha256(offsets_bytes).hexdigest()}
+    index["offsets"] = {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), algo: checksum_of(algo, offsets_bytes)}
     write_index(split_dir, index)
 
 

@@ -1,9 +1,8 @@
-"""Shard writing: bytes, SHA-256 and offsets through the chunked background writer, and the
+"""Shard writing: bytes, checksums and offsets through the chunked background writer, and the
 reused spool slots of the local engine."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import xxhash
 
 from clipshards.convert import convert
 from clipshards.convert.api import SPOOL_PREFIX
@@ -45,7 +45,7 @@ def test_shard_bytes_sha_and_offsets_across_chunk_boundaries(folder):
     info = writer.close()
     data = (folder / "train-000003.tar").read_bytes()
     assert data == b"".join(samples) + TAR_END
-    assert info.sha256 == hashlib.sha256(data).hexdigest() and info.bytes == len(data)
+    assert info.algo == "xxh3_128" and info.checksum == xxhash.xxh3_128(data).hexdigest() and info.bytes == len(data)
     starts = [sum(SIZES[:i]) for i in range(len(SIZES))]
     assert info.offsets == list(zip(starts, SIZES)) and info.clips == len(SIZES)
     assert sorted(os.listdir(folder)) == ["train-000003.tar"]  # no partial file left

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from PIL import Image
 
 from clipshards.convert import convert, inspect_output, preview_clip, read_clip, verify_output
 from clipshards.convert.cli import main
-from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, decode_npy, dumps_json
+from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, checksum_of, decode_npy, dumps_json, entry_checksum
 from clipshards.convert.synth import VideoSpec, write_video
 from clipshards.convert.tools import EXIT_DAMAGED, _WAVE_COLORS
 
@@ -159,7 +158,7 @@ def test_verify_names_a_shard_with_a_flipped_byte(damaged_copy, capsys):
     shard.write_bytes(bytes(data))
     rc, out, _ = run_cli(capsys, "verify", damaged_copy, "--decode", "0")
     assert rc == EXIT_DAMAGED
-    assert "BAD train-000005.tar" in out and "SHA-256" in out
+    assert "BAD train-000005.tar" in out and "XXH3-128 differs" in out
     res = verify_output(damaged_copy, decode=0)
     assert list(res.bad_shards) == ["train-000005.tar"]
 
@@ -185,7 +184,7 @@ def test_verify_names_a_missing_shard_and_a_damaged_offsets_file(damaged_copy, c
     rc, out, _ = run_cli(capsys, "verify", damaged_copy)
     assert rc == EXIT_DAMAGED
     assert "BAD train-000003.tar: missing" in out
-    assert f"{OFFSETS_NAME}: SHA-256 differs" in out
+    assert f"{OFFSETS_NAME}: XXH3-128 differs" in out
 
 
 def test_verify_decode_catches_swapped_shards_with_matching_checksums(damaged_copy):
@@ -198,7 +197,9 @@ def test_verify_decode_catches_swapped_shards_with_matching_checksums(damaged_co
     b.write_bytes(da)
     index = load_index(damaged_copy)
     shards = index["shards"]
-    shards[1]["sha256"], shards[2]["sha256"] = hashlib.sha256(db).hexdigest(), hashlib.sha256(da).hexdigest()
+    algo = entry_checksum(shards[1])[0]
+    assert algo == "xxh3_128"  # the default
+    shards[1][algo], shards[2][algo] = checksum_of(algo, db), checksum_of(algo, da)
     (d / INDEX_NAME).write_bytes(dumps_json(index))
     assert verify_output(damaged_copy, decode=0).ok  # sizes and checksums agree
     res = verify_output(damaged_copy, decode="all")
@@ -215,7 +216,8 @@ def test_verify_rejects_offsets_that_do_not_tile_their_shard(damaged_copy):
 
     data = encode_npy(offsets)
     (d / OFFSETS_NAME).write_bytes(data)
-    index["offsets"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    algo = entry_checksum(index["offsets"])[0]
+    index["offsets"].update({"bytes": len(data), algo: checksum_of(algo, data)})
     (d / INDEX_NAME).write_bytes(dumps_json(index))
     res = verify_output(damaged_copy, decode="all")
     assert list(res.bad_shards) == ["train-000007.tar"]
@@ -335,3 +337,33 @@ def test_inspect_verify_preview_on_s3(tiny_converted, s3_server, tmp_path, capsy
     assert rc == EXIT_DAMAGED
     assert f"s3://{bucket}/conv/train: " in out and "BAD train-000020.tar: truncated" in out
     assert opts["secret"] not in out + err
+
+
+def test_sha256_checksum_option_is_recorded_and_verified(tmp_path, capsys):
+    """``checksum="sha256"``: the index records SHA-256 (equal to hashlib's) for every shard and
+    for offsets.npy, ``verify`` checks it and names a damaged shard."""
+    import hashlib
+
+    root = tmp_path / "ds"
+    write_video(root / "train" / "cats" / "a.mp4", VideoSpec(frames=20, seed=4))
+    write_video(root / "train" / "dogs" / "b.mp4", VideoSpec(frames=20, seed=5))
+    out = tmp_path / "out"
+    convert(root, out, frames_per_clip=8, step_between_clips=8, shard_size=4096, checksum="sha256", workers=1, progress=False)
+    index = load_index(out)
+    assert index["options"]["checksum"] == "sha256" and len(index["shards"]) > 1
+    for s in index["shards"]:
+        assert "xxh3_128" not in s
+        assert s["sha256"] == hashlib.sha256((split_dir(out) / s["name"]).read_bytes()).hexdigest()
+    assert index["offsets"]["sha256"] == hashlib.sha256((split_dir(out) / OFFSETS_NAME).read_bytes()).hexdigest()
+    assert verify_output(out, decode=0).ok
+    shard = split_dir(out) / index["shards"][1]["name"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    rc, text, _ = run_cli(capsys, "verify", out, "--decode", "0")
+    assert rc == EXIT_DAMAGED and f"BAD {shard.name}: SHA-256 differs" in text
+
+
+def test_bad_checksum_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"checksum='md5': must be one of"):
+        convert(tmp_path, tmp_path / "out", frames_per_clip=8, checksum="md5")
