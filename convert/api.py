@@ -19,7 +19,7 @@ import time
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm as _tqdm
 
 from .engine import WorkerCrashed, make_engine
 from .layout import DatasetLayout, discover
@@ -43,6 +43,13 @@ from .worker import VideoResult, VideoTask, convert_video
 from .writer import TAR_END, ChunkPool, ShardInfo, ShardWriter
 
 logger = logging.getLogger(__name__)
+
+
+class tqdm(_tqdm):  # noqa: N801 - tqdm's own name
+    """Progress bars without tqdm's monitor thread: a run that starts its worker pool while
+    it has no other thread forks the workers (see ``engine.start_method``)."""
+
+    monitor_interval = 0
 
 __all__ = ["convert", "ConversionError", "StrictModeError"]
 
@@ -243,7 +250,7 @@ class _Run:
         self.shards: list[ShardInfo] = []
         self.shard_first: list[int] = []
         self.writer: Optional[ShardWriter] = None
-        self.chunks = ChunkPool()
+        self.chunks: Optional[ChunkPool] = None  # made with the first shard: by then the workers are decoding
         self.global_clips = 0
         self.bytes = 0
 
@@ -287,6 +294,8 @@ class _Run:
         if self.writer is not None and self.writer.info.clips and self.writer.size + size + len(TAR_END) > self.opts.shard_size:
             self._finish_shard(next_cursor=cursor)
         if self.writer is None:
+            if self.chunks is None:
+                self.chunks = ChunkPool()
             self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards), pool=self.chunks, checksum=self.opts.checksum)
             self.shard_first.append(self.global_clips)
         return self.writer

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing
+import sys
+import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -48,8 +50,23 @@ class Engine:
         self.close()
 
 
+def start_method() -> str:
+    """``fork`` on Linux while this process runs no other thread, else ``spawn``.
+
+    A forked worker starts in milliseconds; a spawned one starts a fresh interpreter and
+    imports PyAV, NumPy and this package (~0.25 s, 9% of a 40-video conversion with 2 workers).
+    Forking is unsafe only when another thread may hold a lock at that instant, so the
+    choice is made each time a pool starts: a run inside a threaded program (a notebook
+    kernel, a server) spawns, as does a pool restarted after a crash (the run's writer
+    and progress threads exist by then).
+    """
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
 class LocalEngine(Engine):
-    """A pool of ``workers`` processes (``spawn``); one worker runs tasks in this process."""
+    """A pool of ``workers`` processes (see :func:`start_method`); one worker runs tasks in this process."""
 
     def __init__(self, workers: int):
         if workers < 1:
@@ -62,7 +79,7 @@ class LocalEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=keep_freed_memory
+            self.workers, mp_context=multiprocessing.get_context(start_method()), initializer=keep_freed_memory
         )
         return self._pool
 
@@ -93,7 +110,7 @@ class LocalEngine(Engine):
                 if not self._any_result and crashes >= 1:
                     raise WorkerStartError(
                         "worker processes die before finishing any task; if this runs from stdin or an "
-                        "unimportable __main__, run it from a file (multiprocessing 'spawn' re-imports __main__) "
+                        "unimportable __main__ in a threaded program, run it from a file (multiprocessing 'spawn' re-imports __main__) "
                         "or use workers=1"
                     ) from exc
                 logger.warning("a worker process died; restarting the pool and retrying %d tasks", len(pending))

@@ -9,6 +9,7 @@ the command line (in this process) and compares every clip, read back with ``tar
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +161,31 @@ def _convert(root: Path, out: Path, *args) -> Path:
 
 
 def test_workers_give_identical_bytes(mixed, tmp_path):
-    one = _convert(mixed, tmp_path / "w1", "-T", "4", "-S", "3", "--shard-size", "100KB", "--workers", "1")
-    two = _convert(mixed, tmp_path / "w2", "-T", "4", "-S", "3", "--shard-size", "100KB", "--workers", "2")
-    a, b = tree_bytes(one), tree_bytes(two)
-    assert sorted(a) == sorted(b) and len(a) > 5
-    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    """1 worker (in this process), 2 forked workers and 2 spawned workers write the same bytes."""
+    import threading
+
+    from clipshards.convert.engine import start_method
+
+    args = ("-T", "4", "-S", "3", "--shard-size", "100KB")
+    one = _convert(mixed, tmp_path / "w1", *args, "--workers", "1")
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        assert start_method() == "fork"
+    two = _convert(mixed, tmp_path / "w2", *args, "--workers", "2")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a threaded program: forking would be unsafe
+    other.start()
+    try:
+        assert start_method() == "spawn"
+        spawned = _convert(mixed, tmp_path / "w2spawn", *args, "--workers", "2")
+    finally:
+        stop.set()
+        other.join()
+    a = tree_bytes(one)
+    assert len(a) > 5
+    for out in (two, spawned):
+        b = tree_bytes(out)
+        assert sorted(a) == sorted(b)
+        assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
     assert_same_clips(read_shards(two / "train"), reference_dataset(mixed, frames_per_clip=4, step_between_clips=3))
 
 
