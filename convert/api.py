@@ -12,9 +12,11 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any, Iterator, Mapping, Optional
 
@@ -40,7 +42,7 @@ from .schema import (
 )
 from .storage import Location, redact
 from .worker import VideoResult, VideoTask, convert_video
-from .writer import TAR_END, ChunkPool, ShardInfo, ShardWriter
+from .writer import MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardInfo, ShardWriter
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +239,46 @@ def _report_from_index(index: dict[str, Any], report_json: dict[str, Any], url: 
     return report
 
 
+class _MappedSpool:
+    """A spool slot mapped read-only while its samples are written straight from its pages.
+
+    Its slot stays taken (``free`` cleared) until every view has been written and released
+    by the shard writer's thread, so no worker overwrites the pages being written.
+    """
+
+    def __init__(self, mm: mmap.mmap, free: threading.Event):
+        self.mm, self.free = mm, free
+        self._lock = threading.Lock()
+        self._open = 0
+        self._finished = False
+
+    def view(self, pos: int, size: int) -> memoryview:
+        with self._lock:
+            self._open += 1
+            self.free.clear()
+        return memoryview(self.mm)[pos : pos + size]
+
+    def release(self) -> None:
+        """One view is written (called from the writer thread)."""
+        with self._lock:
+            self._open -= 1
+            self._maybe_done()
+
+    def finish(self) -> None:
+        """No more views will be made."""
+        with self._lock:
+            self._finished = True
+            self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self._finished and self._open == 0:
+            try:
+                self.mm.close()
+            except BufferError:  # pragma: no cover - a view not yet collected: garbage collection closes it
+                pass
+            self.free.set()
+
+
 class _Run:
     """State of one conversion: the current shard, the cursor and the finished records."""
 
@@ -339,6 +381,9 @@ class _Run:
         # a local spool reuses window + 1 slot files: when task k is submitted, the tasks before
         # k - window have been consumed, so slot k % (window + 1) is free
         slots = window + 1 if spool_dir else 0
+        self.slot_free = [threading.Event() for _ in range(slots)]  # cleared while the writer maps the slot
+        for free in self.slot_free:
+            free.set()
 
         def tasks() -> Iterator[VideoTask]:
             k = 0
@@ -346,6 +391,8 @@ class _Run:
                 if e.index in self.plan.unreadable:
                     continue
                 skip = start_clip if e.index == start_video else 0
+                if slots:
+                    self.slot_free[k % slots].wait()
                 yield VideoTask(e, opts, spool_url, storage_options, skip, slot=k % slots if slots else -1)
                 k += 1
 
@@ -401,14 +448,42 @@ class _Run:
         path = spool.path(res.spool_name)
         try:
             with open(path, "rb", buffering=0) if spool.is_local else spool.fs.open(path, "rb") as fh:
-                for j, size in enumerate(res.sample_sizes):
-                    got = self._shard_for(size, (e.index, skip + j)).add_from(fh.readinto, size)
-                    self.global_clips += 1
-                    if got != size:
-                        raise ConversionError(f"spool of {e.relpath} is short ({got} of {size} bytes)")
+                mapped = self._map_spool(fh, res) if spool.is_local else None
+                try:
+                    pos = 0
+                    for j, size in enumerate(res.sample_sizes):
+                        writer = self._shard_for(size, (e.index, skip + j))
+                        if mapped is not None and size >= MIN_DIRECT_VIEW and writer.takes_views:
+                            # straight from the spool's pages to the disk: no copy into a chunk
+                            writer.add_view(mapped.view(pos, size), mapped.release)
+                            fh.seek(pos + size)
+                            got = size
+                        else:
+                            got = writer.add_from(fh.readinto, size)
+                        pos += size
+                        self.global_clips += 1
+                        if got != size:
+                            raise ConversionError(f"spool of {e.relpath} is short ({got} of {size} bytes)")
+                finally:
+                    if mapped is not None:
+                        mapped.finish()
         finally:
             if not res.spool_reused:
                 spool.remove(res.spool_name)
+
+    def _map_spool(self, fh: Any, res: VideoResult) -> Optional["_MappedSpool"]:
+        """The spool file mapped for direct writes, when it is a reused slot holding samples
+        big enough to gain (the slot is not handed to another task until the writes are done)."""
+        total = sum(res.sample_sizes)
+        if not res.spool_reused or not total or max(res.sample_sizes) < MIN_DIRECT_VIEW:
+            return None
+        try:
+            if os.fstat(fh.fileno()).st_size < total:
+                return None  # short: the copying path reports it
+            mapped = _MappedSpool(mmap.mmap(fh.fileno(), total, access=mmap.ACCESS_READ), self.slot_free[res.slot])
+        except (OSError, ValueError):
+            return None
+        return mapped
 
     def _write_index(self) -> None:
         opts, layout = self.opts, self.layout

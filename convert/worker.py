@@ -45,6 +45,7 @@ class VideoResult:
     sample_sizes: list[int] = field(default_factory=list)  # of the clips written to the spool
     spool_name: str = ""
     spool_reused: bool = False  # a slot file: the writer keeps it for later videos
+    slot: int = -1  # the slot file's number when spool_reused
     info: Optional[VideoInfo] = None
 
 
@@ -151,4 +152,5 @@ def convert_video(task: VideoTask) -> VideoResult:
             ),
             info=info,
         )
-    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, spool_reused=reused, info=info)
+    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, spool_reused=reused,
+                       slot=task.slot if reused else -1, info=info)

@@ -34,6 +34,8 @@ TAR_END = b"\0" * (2 * BLOCK)
 WRITEBACK_CHUNK = 32 << 20
 CHUNK = 8 << 20  # a multiple of any disk's logical block size, as O_DIRECT needs
 DIRECT_ALIGN = 4096
+SECTOR = 512  # tar's block: samples start and end on it, so most disks take them with O_DIRECT as they are
+MIN_DIRECT_VIEW = 1 << 20  # smaller samples are copied into a chunk: one small direct write each would be slow
 CHUNKS = 12  # 96 MB: the decoding thread hands a whole video over and goes on (3 chunks: 15% slower at --workers 1)
 
 
@@ -116,9 +118,10 @@ class _ShardSink:
         self._fh = fh
         self._fd = fh.fileno() if local else None
         self._direct = self._fd is not None and _set_direct(self._fd, True)
+        self._align = SECTOR if _sector_direct_ok else DIRECT_ALIGN  # the direct write unit this disk takes
         self._pool = pool
         self._hash = new_checksum(algo)
-        self._full: queue.Queue[Optional[tuple[mmap.mmap, int]]] = queue.Queue()
+        self._full: queue.Queue[Optional[tuple[Any, int, Optional[Callable[[], None]]]]] = queue.Queue()
         self._chunk: Optional[mmap.mmap] = None
         self._pos = 0
         self._written = 0
@@ -142,8 +145,29 @@ class _ShardSink:
 
     def _hand_off(self) -> None:
         assert self._chunk is not None
-        self._full.put((self._chunk, self._pos))
+        self._full.put((self._chunk, self._pos, None))
         self._chunk = None
+
+    @property
+    def takes_views(self) -> bool:
+        """Whether :meth:`write_view` writes straight from the caller's memory (``O_DIRECT``
+        on a local disk that takes sector-aligned writes)."""
+        return self._direct and self._align == SECTOR and _sector_direct_ok and self._error is None
+
+    def write_view(self, view: memoryview, done: Callable[[], None]) -> None:
+        """Append ``view`` (a whole number of sectors, at a sector-aligned address) without
+        copying it: the thread hashes it and writes it straight from that memory, then calls
+        ``done()``, after which the caller may reuse the memory. ``done`` is called on every
+        path, failures included."""
+        try:
+            if self._error is not None:
+                raise self._error
+            if self._chunk is not None and self._pos:
+                self._hand_off()  # the stream so far, a whole number of sectors
+        except BaseException:
+            done()
+            raise
+        self._full.put((view, len(view), done))
 
     def write(self, data: bytes | memoryview) -> None:
         src = memoryview(data).cast("B")
@@ -192,29 +216,39 @@ class _ShardSink:
             item = self._full.get()
             if item is None:
                 return
-            chunk, n = item
+            buf, n, done = item
             try:
                 if self._error is None:
-                    view = memoryview(chunk)[:n]
+                    view = memoryview(buf)[:n]
                     self._hash.update(view)
                     self._emit(view)
                     view.release()
             except BaseException as exc:  # handed to the caller at its next write or at close
                 self._error = exc
             finally:
-                self._pool.free.put(chunk)
+                if done is None:
+                    self._pool.free.put(buf)
+                else:
+                    buf.release()
+                    done()
 
     def _emit(self, view: memoryview) -> None:
         if self._fd is None:
             self._fh.write(bytes(view))  # the chunk is reused: the upload buffer gets its own copy
             return
         if self._direct:
-            aligned = len(view) - len(view) % DIRECT_ALIGN
+            aligned = len(view) - len(view) % self._align
             try:
                 self._write_all(view[:aligned])
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
+                if self._align == SECTOR and self._written % DIRECT_ALIGN == 0:
+                    # this disk wants bigger units: whole chunks from now on, in this run
+                    _refuse_sector_direct()
+                    self._align = DIRECT_ALIGN
+                    self._emit(view)
+                    return
                 logger.debug("O_DIRECT write refused (%s); writing through the page cache", exc)
                 _set_direct(self._fd, False)
                 self._direct = False
@@ -237,9 +271,18 @@ class _ShardSink:
             n = os.write(self._fd, view)
             self._written += n
             view = view[n:]
-            if view and self._direct and n % DIRECT_ALIGN:
+            if view and self._direct and n % self._align:
                 _set_direct(self._fd, False)  # a short write left the offset unaligned
                 self._direct = False
+
+
+_sector_direct_ok = True  # until a disk refuses a sector-aligned O_DIRECT write
+
+
+def _refuse_sector_direct() -> None:
+    global _sector_direct_ok
+    _sector_direct_ok = False
+    logger.debug("sector-aligned O_DIRECT writes refused; copying samples into whole chunks")
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -291,6 +334,25 @@ class ShardWriter:
         self.info.bytes += got
         self.info.clips += 1
         return got
+
+    @property
+    def takes_views(self) -> bool:
+        """Whether :meth:`add_view` is available: samples written straight from the caller's memory."""
+        return self._sink is not None and self._sink.takes_views
+
+    def add_view(self, view: memoryview, done: Callable[[], None]) -> None:
+        """Append one sample from ``view`` without copying it (see :attr:`takes_views`):
+        ``view`` must stay unchanged until ``done()`` is called, from the writing thread."""
+        if self._sink is None:
+            done()
+            raise RuntimeError(f"shard {self.info.name} is already closed")
+        if len(view) % SECTOR:
+            done()
+            raise ValueError(f"a sample is a whole number of {SECTOR}-byte tar blocks, got {len(view)} bytes")
+        self._sink.write_view(view, done)
+        self.info.offsets.append((self.info.bytes, len(view)))
+        self.info.bytes += len(view)
+        self.info.clips += 1
 
     def close(self) -> ShardInfo:
         if self._sink is None:
