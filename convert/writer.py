@@ -93,22 +93,39 @@ class ShardInfo:
 
 
 class ChunkPool:
-    """``count`` page-aligned buffers of ``CHUNK`` bytes, shared by the shards of a run.
+    """Up to ``count`` page-aligned buffers of ``CHUNK`` bytes, shared by the shards of a run.
 
     Reused rather than reallocated: fresh pages cost a page fault each (and on a VM whose
-    balloon reclaims freed memory, a trip to the host). Touched when created, so the memory
-    they add is the same whatever the run (how many chunks a run fills before the writer
-    thread catches up depends on timing).
+    balloon reclaims freed memory, a trip to the host). A chunk is made (and touched) only
+    when none is free: raw samples mostly go to the disk straight from the spool, so a raw
+    run makes one or two, not ``count``.
     """
 
     def __init__(self, count: int = CHUNKS):
         if count < 2:
             raise ValueError(f"count must be >= 2 (one filling, one writing), got {count}")
+        self.count = count
+        self.made = 0
         self.free: queue.Queue[mmap.mmap] = queue.Queue()
-        for _ in range(count):
-            chunk = mmap.mmap(-1, CHUNK)
-            chunk[:: mmap.PAGESIZE] = bytes(CHUNK // mmap.PAGESIZE)
-            self.free.put(chunk)
+        self._lock = threading.Lock()
+
+    def get(self) -> mmap.mmap:
+        """A free chunk: a reused one, a new one while fewer than ``count`` exist, else the
+        next one the writer thread gives back."""
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self.made < self.count:
+                self.made += 1
+                chunk = mmap.mmap(-1, CHUNK)
+                chunk[:: mmap.PAGESIZE] = bytes(CHUNK // mmap.PAGESIZE)
+                return chunk
+        return self.free.get()
+
+    def put(self, chunk: mmap.mmap) -> None:
+        self.free.put(chunk)
 
 
 class _ShardSink:
@@ -134,7 +151,7 @@ class _ShardSink:
         if self._chunk is None:
             if self._error is not None:
                 raise self._error
-            self._chunk = self._pool.free.get()
+            self._chunk = self._pool.get()
             self._pos = 0
         return memoryview(self._chunk)[self._pos :]
 
@@ -204,7 +221,7 @@ class _ShardSink:
     def abort(self) -> None:
         """Stop without writing what is still queued (the shard is discarded)."""
         if self._chunk is not None:
-            self._pool.free.put(self._chunk)
+            self._pool.put(self._chunk)
             self._chunk = None
         if self._error is None:
             self._error = RuntimeError("shard aborted")
@@ -227,7 +244,7 @@ class _ShardSink:
                 self._error = exc
             finally:
                 if done is None:
-                    self._pool.free.put(buf)
+                    self._pool.put(buf)
                 else:
                     buf.release()
                     done()

@@ -57,7 +57,7 @@ def test_shards_of_one_run_share_the_pool(tmp_path):
         w = ShardWriter(Location(tmp_path), "train", i, pool=pool)
         w.add(bytes([i]) * (CHUNK + 100))
         w.close()
-    assert pool.free.qsize() == 2
+    assert pool.made == 2 and pool.free.qsize() == 2  # made on demand, never more than count
     assert (tmp_path / "train-000002.tar").read_bytes() == b"\2" * (CHUNK + 100) + TAR_END
 
 
