@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import functools
 import logging
 import mmap
 import os
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 from tqdm.auto import tqdm as _tqdm
@@ -42,7 +43,7 @@ from .schema import (
 )
 from .storage import Location, redact
 from .worker import VideoResult, VideoTask, convert_video
-from .writer import MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardInfo, ShardWriter
+from .writer import MAX_DIRECT_VIEW, MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardInfo, ShardWriter
 
 logger = logging.getLogger(__name__)
 
@@ -240,26 +241,35 @@ def _report_from_index(index: dict[str, Any], report_json: dict[str, Any], url: 
 
 
 class _MappedSpool:
-    """A spool slot mapped read-only while its samples are written straight from its pages.
+    """A spool slot whose samples are written straight from its pages, run by run.
 
-    Its slot stays taken (``free`` cleared) until every view has been written and released
-    by the shard writer's thread, so no worker overwrites the pages being written.
+    Each run is its own read-only mapping, unmapped as soon as the writer thread has written
+    it: the pages it touched leave this process's RSS, which so stays the same whatever the
+    length of the videos. The slot stays taken (``free`` cleared) until every run is
+    written, so no worker overwrites pages being written.
     """
 
-    def __init__(self, mm: mmap.mmap, free: threading.Event):
-        self.mm, self.free = mm, free
+    def __init__(self, fd: int, free: threading.Event):
+        self.fd, self.free = fd, free
         self._lock = threading.Lock()
         self._open = 0
         self._finished = False
 
-    def view(self, pos: int, size: int) -> memoryview:
+    def view(self, pos: int, size: int) -> tuple[memoryview, Callable[[], None]]:
+        """Bytes ``[pos, pos + size)`` of the slot (``pos`` need not be page-aligned), and the
+        function the writer thread calls once they are written."""
+        start = pos - pos % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(self.fd, pos + size - start, offset=start, access=mmap.ACCESS_READ)
         with self._lock:
             self._open += 1
             self.free.clear()
-        return memoryview(self.mm)[pos : pos + size]
+        return memoryview(mm)[pos - start : pos - start + size], functools.partial(self._release, mm)
 
-    def release(self) -> None:
-        """One view is written (called from the writer thread)."""
+    def _release(self, mm: mmap.mmap) -> None:
+        try:
+            mm.close()
+        except BufferError:  # pragma: no cover - a view still exported: it unmaps when collected
+            pass
         with self._lock:
             self._open -= 1
             self._maybe_done()
@@ -272,10 +282,6 @@ class _MappedSpool:
 
     def _maybe_done(self) -> None:
         if self._finished and self._open == 0:
-            try:
-                self.mm.close()
-            except BufferError:  # pragma: no cover - a view not yet collected: garbage collection closes it
-                pass
             self.free.set()
 
 
@@ -446,24 +452,28 @@ class _Run:
             return
         rec.status, rec.clips = "ok", res.clips
         path = spool.path(res.spool_name)
+        sizes = res.sample_sizes
         try:
             with open(path, "rb", buffering=0) if spool.is_local else spool.fs.open(path, "rb") as fh:
                 mapped = self._map_spool(fh, res) if spool.is_local else None
                 try:
-                    pos = 0
-                    for j, size in enumerate(res.sample_sizes):
-                        writer = self._shard_for(size, (e.index, skip + j))
-                        if mapped is not None and size >= MIN_DIRECT_VIEW and writer.takes_views:
+                    pos = j = 0
+                    while j < len(sizes):
+                        writer = self._shard_for(sizes[j], (e.index, skip + j))
+                        k = self._run_end(writer, sizes, j)
+                        run = sum(sizes[j:k])
+                        if mapped is not None and run >= MIN_DIRECT_VIEW and writer.takes_views:
                             # straight from the spool's pages to the disk: no copy into a chunk
-                            writer.add_view(mapped.view(pos, size), mapped.release)
-                            fh.seek(pos + size)
-                            got = size
+                            view, done = mapped.view(pos, run)
+                            writer.add_view(view, sizes[j:k], done)
+                            fh.seek(pos + run)
                         else:
-                            got = writer.add_from(fh.readinto, size)
-                        pos += size
-                        self.global_clips += 1
-                        if got != size:
-                            raise ConversionError(f"spool of {e.relpath} is short ({got} of {size} bytes)")
+                            for size in sizes[j:k]:
+                                if writer.add_from(fh.readinto, size) != size:
+                                    raise ConversionError(f"spool of {e.relpath} is short")
+                        pos += run
+                        self.global_clips += k - j
+                        j = k
                 finally:
                     if mapped is not None:
                         mapped.finish()
@@ -471,19 +481,29 @@ class _Run:
             if not res.spool_reused:
                 spool.remove(res.spool_name)
 
+    def _run_end(self, writer: ShardWriter, sizes: list[int], j: int) -> int:
+        """End of the run of samples from ``j`` that go to ``writer``'s shard (the boundary rule
+        of :meth:`_shard_for`), at most ``MAX_DIRECT_VIEW`` bytes (one direct write; pages
+        mapped at a time)."""
+        k, size, run = j + 1, writer.size + sizes[j], sizes[j]
+        while k < len(sizes) and size + sizes[k] + len(TAR_END) <= self.opts.shard_size and run + sizes[k] <= MAX_DIRECT_VIEW:
+            size += sizes[k]
+            run += sizes[k]
+            k += 1
+        return k
+
     def _map_spool(self, fh: Any, res: VideoResult) -> Optional["_MappedSpool"]:
-        """The spool file mapped for direct writes, when it is a reused slot holding samples
-        big enough to gain (the slot is not handed to another task until the writes are done)."""
+        """The spool slot file, to be mapped run by run for direct writes (the slot is not
+        handed to another task until they are done); None where that cannot gain."""
         total = sum(res.sample_sizes)
-        if not res.spool_reused or not total or max(res.sample_sizes) < MIN_DIRECT_VIEW:
+        if not res.spool_reused or total < MIN_DIRECT_VIEW:
             return None
         try:
             if os.fstat(fh.fileno()).st_size < total:
                 return None  # short: the copying path reports it
-            mapped = _MappedSpool(mmap.mmap(fh.fileno(), total, access=mmap.ACCESS_READ), self.slot_free[res.slot])
-        except (OSError, ValueError):
+        except OSError:
             return None
-        return mapped
+        return _MappedSpool(fh.fileno(), self.slot_free[res.slot])
 
     def _write_index(self) -> None:
         opts, layout = self.opts, self.layout

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+import numpy.random  # noqa: F401  (NumPy loads it lazily, ~90 ms: at import, not in the first batch)
 
 __all__ = [
     "EpochPlan",

@@ -131,9 +131,9 @@ def test_samples_written_straight_from_the_spool_equal_copied_ones(big_clips, tm
     calls = []
     real = api.ShardWriter.add_view
 
-    def counting(self, view, done):
+    def counting(self, view, sizes, done):
         calls.append(len(view))
-        return real(self, view, done)
+        return real(self, view, sizes, done)
 
     monkeypatch.setattr(api.ShardWriter, "add_view", counting)
     direct = tmp_path / "direct"
@@ -159,7 +159,7 @@ def test_a_direct_view_is_released_when_the_shard_is_aborted(tmp_path):
     if not w.takes_views:
         pytest.skip("this filesystem takes no sector-aligned O_DIRECT writes")
     for _ in range(3):
-        w.add_view(memoryview(buf)[: 1 << 20], lambda: released.append(1))
+        w.add_view(memoryview(buf)[: 1 << 20], [1 << 19, 1 << 19], lambda: released.append(1))
     w.abort()
     assert released == [1, 1, 1]
     assert os.listdir(tmp_path) == []
