@@ -177,7 +177,7 @@ def write_readme_section(table_md: str, path: str = README_SECTION) -> str:
         "",
         "```bash",
         "pip install -e '.[plot]'",
-        "python -m benchmarks.run            # full run, ~10-15 min on 2 cores",
+        "python -m benchmarks.run            # full run, ~5-10 min on 2 cores",
         "python -m benchmarks.run --quick    # < 1 min",
         "```",
         "",

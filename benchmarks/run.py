@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = BenchConfig()
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description=__doc__.split("\n\n")[0] + " Defaults are the full run (~15 min on 2 cores).",
+        description=__doc__.split("\n\n")[0] + " Defaults are the full run (~5-10 min on 2 cores).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="tiny dataset, one repeat: a smoke run of every section (< 1 min)")
