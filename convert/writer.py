@@ -17,6 +17,7 @@ import logging
 import mmap
 import os
 import queue
+import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ def _member_parts(name: str, data: Member) -> list[bytes | memoryview]:
     """The member's header, its data (in the parts it came in) and the padding to a block."""
     parts = list(data) if isinstance(data, tuple) else [data]
     size = sum(len(p) for p in parts)
+    return [member_header(name, size), *parts, b"\0" * ((-size) % BLOCK)]
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
@@ -56,8 +61,27 @@ def _member_parts(name: str, data: Member) -> list[bytes | memoryview]:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
-    header = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
-    return [header, *parts, b"\0" * ((-size) % BLOCK)]
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9._-]{1,100}")
+_TEMPLATE = _tarfile_header("x", 0)
+_MAX_PLAIN_SIZE = 8**11  # the ustar size field's limit; beyond it tarfile writes a PAX header
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The tar header of a regular file with fixed metadata: the bytes ``tarfile`` writes
+    (PAX format, which is a plain ustar header for a short ASCII name), made here without
+    ``tarfile`` for the names samples have (about 10x faster: four members a clip)."""
+    raw = name.encode("ascii", "replace")
+    if not _PLAIN_NAME.fullmatch(raw) or not 0 <= size < _MAX_PLAIN_SIZE:
+        return _tarfile_header(name, size)
+    h = bytearray(_TEMPLATE)
+    h[0:100] = raw.ljust(100, b"\0")
+    h[124:136] = b"%011o\0" % size
+    h[148:156] = b" " * 8
+    h[148:155] = b"%06o\0" % sum(h)
+    return bytes(h)
 
 
 def write_members(fh: BinaryIO, members: Iterable[tuple[str, Member]]) -> int:
