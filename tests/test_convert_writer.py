@@ -184,3 +184,35 @@ def test_member_header_is_the_header_tarfile_writes(name, size):
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
     assert member_header(name, size) == info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+def test_a_disk_that_refuses_sector_aligned_direct_writes_gets_whole_chunks(big_clips, tmp_path, monkeypatch):
+    """On a disk with 4 KiB sectors, a sector-aligned O_DIRECT write fails with EINVAL: the
+    writer then writes whole chunks for the rest of the run, and the bytes are unchanged."""
+    import errno
+    import fcntl
+
+    import clipshards.convert.writer as writer
+
+    opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=6 << 20, progress=False, workers=1)
+    expected = tmp_path / "expected"
+    convert(big_clips, expected, **opts)
+
+    real_write = os.write
+    refused = []
+
+    def four_k_disk(fd, data):
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0)
+        if direct and (len(data) % 4096 or os.lseek(fd, 0, os.SEEK_CUR) % 4096):
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(writer.os, "write", four_k_disk)
+    monkeypatch.setattr(writer, "_sector_direct_ok", True)
+    out = tmp_path / "four_k"
+    convert(big_clips, out, **opts)
+    assert refused, "no sector-aligned direct write was tried"
+    assert writer._sector_direct_ok is False
+    a, b = tree_bytes(expected), tree_bytes(out)
+    assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
