@@ -27,7 +27,7 @@ from tqdm.auto import tqdm as _tqdm
 from .engine import WorkerCrashed, make_engine
 from .layout import DatasetLayout, discover
 from .options import ConvertOptions, load_config
-from .plan import Plan, make_plan, probe_entry
+from .plan import Plan, make_plan, probe_entry, probe_entry_header
 from .report import EXIT_STRICT, ConvertReport, VideoRecord, human_bytes
 from .schema import (
     FORMAT_NAME,
@@ -123,7 +123,11 @@ def convert(
     with make_engine(engine, opts.workers if engine == "ray" else opts.resolved_workers, ray_address) as eng:
         probes = list(
             tqdm(
-                eng.map_ordered(probe_entry, layout.videos, window=4 * eng.workers),
+                # a dry run and a strict run read every packet, so that a damaged file is found before
+                # anything is written; otherwise the plan takes the frame counts containers declare
+                # and the decoding pass finds damage (the video is skipped and reported as ever)
+                eng.map_ordered(probe_entry if opts.dry_run or opts.strict else probe_entry_header,
+                                layout.videos, window=4 * eng.workers),
                 total=len(layout.videos), desc="probe", unit="video", disable=not opts.progress, leave=False,
             )
         )

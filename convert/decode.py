@@ -42,7 +42,7 @@ class VideoError(Exception):
 
 @dataclass(frozen=True)
 class Probe:
-    """What a demux-only pass learns about a video (no frame is decoded)."""
+    """What a demux-only pass (or the container's header) tells of a video; no frame is decoded."""
 
     video_stream: int
     packets: int
@@ -92,17 +92,23 @@ def _video_stream(container: av.container.InputContainer):
     return vstream, float(rate)
 
 
-def probe(path: str) -> Probe:
-    """Open ``path``, pick the best streams and count video packets (demux only)."""
+def probe(path: str, *, count_packets: bool = True) -> Probe:
+    """Open ``path``, pick the best streams and count video packets (demux only).
+
+    With ``count_packets=False``, a container that declares its frame count (MP4, AVI, ...)
+    is read for its header only and ``packets`` is that count: the probe then costs an open,
+    not a pass over the whole file (on network storage, the dataset read once more).
+    """
     container = _open(path)
     try:
         vstream, fps = _video_stream(container)
         astream = _best(container, "audio")
-        packets = 0
+        packets = 0 if count_packets else int(vstream.frames or 0)
         try:
-            for packet in container.demux(vstream):
-                if packet.size:
-                    packets += 1
+            if not packets:
+                for packet in container.demux(vstream):
+                    if packet.size:
+                        packets += 1
         except av.error.FFmpegError as exc:
             raise VideoError(f"demux failed after {packets} packets: {_why(exc)}") from exc
         cc = vstream.codec_context

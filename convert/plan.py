@@ -15,7 +15,7 @@ from .layout import VideoEntry
 from .options import ConvertOptions
 from .report import human_bytes
 
-__all__ = ["ProbeResult", "Plan", "probe_entry", "make_plan", "JPEG_BYTES_PER_PIXEL"]
+__all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_plan", "JPEG_BYTES_PER_PIXEL"]
 
 TAR_HEADER = 512
 SAMPLE_OVERHEAD = 4 * 1024 + 512  # cls, json, audio headers and padding, roughly
@@ -40,13 +40,19 @@ class ProbeResult:
     reason: str = ""
 
 
-def probe_entry(entry: VideoEntry) -> ProbeResult:
+def probe_entry(entry: VideoEntry, count_packets: bool = True) -> ProbeResult:
+    """Probe one video for the plan, counting its packets (see :func:`~clipshards.convert.decode.probe`)."""
     try:
-        return ProbeResult(entry.index, probe(entry.path))
+        return ProbeResult(entry.index, probe(entry.path, count_packets=count_packets))
     except VideoError as exc:
         return ProbeResult(entry.index, None, exc.reason)
     except Exception as exc:  # a probe never stops the run; the decode pass decides
         return ProbeResult(entry.index, None, f"{type(exc).__name__}: {exc}")
+
+
+def probe_entry_header(entry: VideoEntry) -> ProbeResult:
+    """:func:`probe_entry` from the container's header where it declares the frame count."""
+    return probe_entry(entry, count_packets=False)
 
 
 @dataclass

@@ -179,3 +179,19 @@ def test_unexpected_decoder_error_skips_that_video_only(tmp_path, monkeypatch):
     assert run_cli(root, out, "-T", T, "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
     _check_report(out, {"train/m_bad/odd.mp4": "decoder error: RuntimeError: simulated decoder failure"})
     assert_same_clips(read_shards(out / "train"), reference_dataset(root, frames_per_clip=T, exclude={"train/m_bad/odd.mp4"}))
+
+
+def test_the_plan_reads_headers_unless_dry_run_or_strict(tmp_path):
+    """A normal run's plan takes the frame count the container declares (no pass over the
+    file); a dry or strict run counts every packet. A file cut short shows the difference."""
+    from clipshards.convert.decode import probe
+
+    cut = tmp_path / "cut_fast.mp4"
+    make_bad("truncated_mp4_faststart", cut, tmp_path / "scratch")
+    declared = probe(str(cut), count_packets=False)
+    assert declared.packets == declared.declared_frames == 60
+    counted = probe(str(cut))
+    assert counted.packets < declared.packets
+    good = tmp_path / "good.mp4"
+    write_video(good, VideoSpec(frames=37, seed=9))
+    assert probe(str(good), count_packets=False).packets == probe(str(good)).packets == 37
