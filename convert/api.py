@@ -8,10 +8,10 @@ shards and continues from the cursor. The index is written last.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import functools
 import logging
 import mmap
 import os
@@ -47,6 +47,8 @@ from .writer import MAX_DIRECT_VIEW, MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardI
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["convert", "ConversionError", "StrictModeError"]
+
 
 class tqdm(_tqdm):  # noqa: N801 - tqdm's own name
     """Progress bars without tqdm's monitor thread: a run that starts its worker pool while
@@ -54,7 +56,6 @@ class tqdm(_tqdm):  # noqa: N801 - tqdm's own name
 
     monitor_interval = 0
 
-__all__ = ["convert", "ConversionError", "StrictModeError"]
 
 PROGRESS_DIR = "_progress"
 SPOOL_DIR = "_spool"

@@ -136,8 +136,6 @@ class LocalEngine(Engine):
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-
-
 _GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 
 

@@ -30,16 +30,16 @@ from .options import SPLITS
 from .report import human_bytes
 from .schema import (
     INDEX_NAME,
-    checksum_of,
-    entry_checksum,
-    new_checksum,
     OFFSETS_NAME,
     REPORT_NAME,
     ShardFormatError,
     check_index_version,
+    checksum_of,
     decode_npy,
     decode_sample,
+    entry_checksum,
     member_field,
+    new_checksum,
     sample_fields,
 )
 from .storage import Location, parse_storage_options

@@ -4,10 +4,11 @@ Every tar header field that could vary between runs (mtime, owner, mode, format)
 so the same samples always give the same bytes. A shard is written through
 :meth:`Location.open_atomic`: it is visible under its final name only when complete.
 
-Samples are copied into a few reused page-aligned chunks; a background thread hashes each
-chunk and writes it (``O_DIRECT`` on a local disk, so that gigabytes of raw clips neither
-churn the page cache nor cost kernel copies). Hashing and ``write`` release the GIL, so the
-caller keeps decoding meanwhile.
+A background thread hashes the shard's bytes and writes them (``O_DIRECT`` on a local
+disk, so that gigabytes of raw clips neither churn the page cache nor cost kernel copies):
+runs of big samples straight from the caller's memory (:meth:`ShardWriter.add_view`, a
+mapped spool), anything else through a few reused page-aligned chunks. Hashing and
+``write`` release the GIL, so the caller keeps decoding meanwhile.
 """
 
 from __future__ import annotations
@@ -261,10 +262,9 @@ class _ShardSink:
             buf, n, done = item
             try:
                 if self._error is None:
-                    view = memoryview(buf)[:n]
-                    self._hash.update(view)
-                    self._emit(view)
-                    view.release()
+                    with memoryview(buf)[:n] as view:
+                        self._hash.update(view)
+                        self._emit(view)
             except BaseException as exc:  # handed to the caller at its next write or at close
                 self._error = exc
             finally:

@@ -216,3 +216,28 @@ def test_a_disk_that_refuses_sector_aligned_direct_writes_gets_whole_chunks(big_
     assert writer._sector_direct_ok is False
     a, b = tree_bytes(expected), tree_bytes(out)
     assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+
+
+def test_a_spool_slot_is_not_rewritten_while_the_writer_still_reads_it(big_clips, tmp_path, monkeypatch):
+    """The writer thread writes a run of samples straight from the spool slot's pages, late
+    (here: slowed down); the next video that reuses that slot must wait for it, else the
+    shard would get the next video's bytes. 5 videos through 3 slots, one worker."""
+    import time
+
+    import clipshards.convert.writer as writer
+
+    # one shard: no shard close (which waits for the writer) between the videos
+    opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=64 << 20, progress=False, workers=1)
+    expected = tmp_path / "expected"
+    convert(big_clips, expected, **opts)
+    real_emit = writer._ShardSink._emit
+
+    def slow_emit(self, view):
+        time.sleep(0.15)
+        return real_emit(self, view)
+
+    monkeypatch.setattr(writer._ShardSink, "_emit", slow_emit)
+    slow = tmp_path / "slow"
+    convert(big_clips, slow, **opts)
+    a, b = tree_bytes(expected), tree_bytes(slow)
+    assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
