@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 from .options import SPLITS, ConvertOptions, load_config
 from .report import EXIT_SKIPPED, EXIT_STRICT
+from .units import parse_size
 
 __all__ = ["main", "build_parser"]
 
@@ -26,19 +27,11 @@ EXIT_STATUS_HELP = (
 
 
 def _size(text: str) -> int:
-    """Bytes from '256MB', '1GiB', '500000' ..."""
-    t = text.strip().upper().replace("IB", "B")
-    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "K": 1024, "M": 1024**2, "G": 1024**3, "B": 1}
-    for suffix, mult in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if t.endswith(suffix):
-            try:
-                return int(float(t[: -len(suffix)]) * mult)
-            except ValueError:
-                break
+    """Bytes from '256MB', '1GiB', '500000' ... (:func:`~clipshards.convert.units.parse_size`), as argparse wants."""
     try:
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 256MB, 1GB, 1000000)") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-__all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT"]
+from .units import human_bytes
+
+__all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT", "human_bytes"]
 
 EXIT_OK = 0
 """Every video found was converted."""
@@ -71,7 +73,7 @@ class ConvertReport:
     def summary(self) -> str:
         lines = [
             f"{self.split}: {len(self.converted)}/{len(self.videos)} videos converted, "
-            f"{self.clips} clips in {len(self.shards)} shards, {_human(self.bytes)}, {self.seconds:.1f} s"
+            f"{self.clips} clips in {len(self.shards)} shards, {human_bytes(self.bytes)}, {self.seconds:.1f} s"
             + (f" ({self.resumed_shards} shards kept from an earlier run)" if self.resumed_shards else "")
         ]
         if self.skipped:
@@ -101,14 +103,3 @@ class ConvertReport:
             "skipped": [{"path": v.path, "status": v.status, "reason": v.reason} for v in self.skipped],
             "videos": [v.to_json() for v in self.videos],
         }
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
-human_bytes = _human
