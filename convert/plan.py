@@ -13,7 +13,7 @@ from .clips import clip_count, frame_store_counts, selected_count
 from .decode import Probe, VideoError, probe, target_size
 from .layout import VideoEntry
 from .options import ConvertOptions
-from .report import human_bytes
+from .units import human_bytes
 
 __all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_plan", "JPEG_BYTES_PER_PIXEL"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from clipshards.convert.api import SPOOL_PREFIX
+from clipshards.convert.spool import SPOOL_PREFIX
 from clipshards.convert.synth import VideoSpec, make_dataset, write_video
 from clipshards.convert.report import EXIT_SKIPPED
 from reference import assert_same_clips, read_shards, reference_dataset, run_command, tree_bytes

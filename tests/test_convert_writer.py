@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import xxhash
 
 from clipshards.convert import convert, verify_output
-from clipshards.convert.api import SPOOL_PREFIX
+from clipshards.convert.spool import SPOOL_PREFIX
 from clipshards.convert.storage import Location
 from clipshards.convert.writer import CHUNK, TAR_END, ChunkPool, ShardWriter
 
@@ -126,24 +126,26 @@ def big_clips(tmp_path_factory) -> Path:
 def test_samples_written_straight_from_the_spool_equal_copied_ones(big_clips, tmp_path, monkeypatch, workers):
     """Big samples go from the mapped spool slot to the shard with O_DIRECT (no chunk copy);
     the bytes equal those of the copying path, across shard boundaries and slot reuse."""
-    import clipshards.convert.api as api
+    import clipshards.convert.packer as packer
     from clipshards.convert.writer import MIN_DIRECT_VIEW
 
     opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=6 << 20, progress=False)
     calls = []
-    real = api.ShardWriter.add_view
+    real = packer.ShardWriter.add_view
 
     def counting(self, view, sizes, done):
         calls.append(len(view))
         return real(self, view, sizes, done)
 
-    monkeypatch.setattr(api.ShardWriter, "add_view", counting)
+    monkeypatch.setattr(packer.ShardWriter, "add_view", counting)
     direct = tmp_path / "direct"
     convert(big_clips, direct, workers=workers, **opts)
     assert calls and min(calls) >= MIN_DIRECT_VIEW, "the direct path was not taken"
-    monkeypatch.setattr(api, "MIN_DIRECT_VIEW", 1 << 60)  # every sample through a chunk
+    monkeypatch.setattr(packer, "MIN_DIRECT_VIEW", 1 << 60)  # every sample through a chunk
+    calls.clear()
     copied = tmp_path / "copied"
     convert(big_clips, copied, workers=workers, **opts)
+    assert not calls, "the copying path was not taken"
     a, b = tree_bytes(direct), tree_bytes(copied)
     assert len([k for k in a if k.endswith(".tar")]) > 2
     assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]

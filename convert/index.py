@@ -1,0 +1,104 @@
+"""The files a finished conversion is read by: ``index.json``, ``offsets.npy``, ``report.json``.
+
+They are written last, after every shard (the index last of all: its presence marks a
+complete conversion). :func:`read_json` reads any JSON file of an output (index, report,
+done-markers) and treats a missing or damaged one as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .layout import DatasetLayout
+from .options import ConvertOptions
+from .report import ConvertReport, VideoRecord
+from .schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, REPORT_NAME, checksum_of, dumps_json, encode_npy
+from .storage import Location
+from .writer import ShardInfo
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_json", "write_index", "report_from_index"]
+
+
+def read_json(loc: Location, name: str) -> Optional[dict[str, Any]]:
+    """``loc/name`` parsed, or None when it is missing, unreadable or not JSON (logged)."""
+    try:
+        return json.loads(loc.read_bytes(name))
+    except (FileNotFoundError, OSError):
+        return None
+    except ValueError:
+        logger.warning("%s is not valid JSON; ignoring it", loc.join_url(name))
+        return None
+
+
+def offsets_array(shards: Iterable[ShardInfo], clips: int) -> np.ndarray:
+    """``[clips, 2]`` int64: each clip's (byte offset in its shard, length), in global clip order."""
+    offsets = np.zeros((clips, 2), dtype=np.int64)
+    g = 0
+    for s in shards:
+        if s.offsets:
+            offsets[g : g + s.clips] = np.asarray(s.offsets, dtype=np.int64)
+        g += s.clips
+    return offsets
+
+
+def write_index(
+    loc: Location,
+    *,
+    opts: ConvertOptions,
+    layout: DatasetLayout,
+    fingerprint: str,
+    shards: Sequence[ShardInfo],
+    records: Mapping[int, VideoRecord],
+    clips: int,
+    total_bytes: int,
+    report: ConvertReport,
+) -> None:
+    """Write ``offsets.npy``, ``report.json`` (``report`` filled in) and ``index.json``, in that order."""
+    offsets_bytes = encode_npy(offsets_array(shards, clips))
+    loc.write_bytes_atomic(OFFSETS_NAME, offsets_bytes)
+    videos = [records[e.index] for e in layout.videos]
+    shard_rows = []
+    first = 0
+    for s in shards:
+        shard_rows.append({**s.to_json(), "first_clip": first})
+        first += s.clips
+    counts = {
+        "videos": len(videos),
+        "videos_ok": sum(v.status == "ok" for v in videos),
+        "videos_skipped": sum(v.status != "ok" for v in videos),
+        "clips": clips,
+        "shards": len(shard_rows),
+        "bytes": total_bytes,
+    }
+    index = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "split": opts.split,
+        "fingerprint": fingerprint,
+        "options": opts.output_options(),
+        "classes": list(layout.classes),
+        "counts": counts,
+        "offsets": {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), opts.checksum: checksum_of(opts.checksum, offsets_bytes)},
+        "shards": shard_rows,
+        "videos": [v.to_json() for v in videos],
+    }
+    report.videos, report.shards, report.clips, report.bytes = videos, shard_rows, clips, total_bytes
+    loc.write_bytes_atomic(REPORT_NAME, json.dumps(report.to_json(), indent=1, ensure_ascii=False).encode("utf-8"))
+    loc.write_bytes_atomic(INDEX_NAME, dumps_json(index))
+
+
+def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], url: str, split: str) -> ConvertReport:
+    """The report of a finished conversion, rebuilt from its index (and ``report.json``'s plan)."""
+    report = ConvertReport(out=url, split=split, plan=report_json.get("plan"))
+    report.videos = [VideoRecord.from_json(v) for v in index["videos"]]
+    report.shards = list(index["shards"])
+    report.clips = int(index["counts"]["clips"])
+    report.bytes = int(index["counts"]["bytes"])
+    report.resumed_shards = len(report.shards)
+    return report
