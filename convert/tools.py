@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .api import _read_json
+from .index import read_json as _read_json
 from .options import SPLITS
 from .report import human_bytes
 from .schema import (
