@@ -14,7 +14,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import convert
     from .options import ConvertOptions, load_config
     from .report import ConvertReport, VideoRecord
-    from .tools import PreviewResult, VerifyResult, inspect_output, preview_clip, read_clip, verify_output
+    from .inspection import inspect_output
+    from .output import read_clip
+    from .preview import PreviewResult, preview_clip
+    from .verify import VerifyResult, verify_output
 
 __all__ = [
     "convert",
@@ -36,12 +39,12 @@ _HOME = {
     "load_config": ".options",
     "ConvertReport": ".report",
     "VideoRecord": ".report",
-    "inspect_output": ".tools",
-    "verify_output": ".tools",
-    "VerifyResult": ".tools",
-    "read_clip": ".tools",
-    "preview_clip": ".tools",
-    "PreviewResult": ".tools",
+    "inspect_output": ".inspection",
+    "verify_output": ".verify",
+    "VerifyResult": ".verify",
+    "read_clip": ".output",
+    "preview_clip": ".preview",
+    "PreviewResult": ".preview",
 }
 
 

@@ -14,7 +14,8 @@ from clipshards.convert import convert, inspect_output, preview_clip, read_clip,
 from clipshards.convert.cli import main
 from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, checksum_of, decode_npy, dumps_json, entry_checksum
 from clipshards.convert.synth import VideoSpec, write_video
-from clipshards.convert.tools import EXIT_DAMAGED, _WAVE_COLORS
+from clipshards.convert.preview import _WAVE_COLORS
+from clipshards.convert.tools import EXIT_DAMAGED
 
 try:
     from servers import s3_server  # noqa: F401  (pytest fixture: moto server on 127.0.0.1)

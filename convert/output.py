@@ -1,0 +1,195 @@
+"""Reading a finished conversion: one split's index, its offsets and single clips.
+
+What ``inspect``, ``verify`` and ``preview`` share. Everything is read through
+:class:`~clipshards.convert.storage.Location`, so local folders and fsspec URLs (``s3://``,
+``gs://``, ``https://``) work alike. A clip is read as the byte range ``offsets.npy`` gives,
+parsed with :mod:`tarfile` (:func:`tar_members`, strict: members only, whole blocks) and
+decoded by :func:`~clipshards.convert.schema.decode_sample`: shards are data, nothing in
+them is executed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import json
+import logging
+import os
+import tarfile
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .options import SPLITS
+from .schema import (
+    INDEX_NAME,
+    OFFSETS_NAME,
+    ShardFormatError,
+    check_index_version,
+    clip_key,
+    decode_npy,
+    decode_sample,
+    member_field,
+    sample_fields,
+)
+from .storage import Location
+from .writer import BLOCK
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Output", "split_location", "tar_members", "read_clip"]
+
+
+class Output:
+    """One split of a conversion: its index, shard lookup and clip reader."""
+
+    def __init__(self, url: str | os.PathLike, split: Optional[str], storage_options: Optional[Mapping[str, Any]]):
+        base = Location(url, storage_options)
+        base.fs.invalidate_cache()  # fsspec instances are shared: never trust sizes listed before
+        self.loc = split_location(base, split)
+        self.index_url = self.loc.join_url(INDEX_NAME)
+        try:
+            raw = self.loc.read_bytes(INDEX_NAME)
+        except (FileNotFoundError, OSError) as exc:
+            raise FileNotFoundError(f"{self.index_url}: no clipshards index ({exc})") from exc
+        try:
+            self.index: dict[str, Any] = json.loads(raw)
+        except ValueError as exc:
+            raise ShardFormatError(f"{self.index_url}: index is not valid JSON: {exc}") from exc
+        check_index_version(self.index, where=self.index_url)
+        self.split: str = self.index.get("split", split or "")
+        self.shards: list[dict[str, Any]] = list(self.index["shards"])
+        self.firsts = [int(s["first_clip"]) for s in self.shards]
+        self.clips = int(self.index["counts"]["clips"])
+        self.classes: list[str] = list(self.index["classes"])
+        self.videos: list[dict[str, Any]] = list(self.index["videos"])
+        with_clips = sorted((v for v in self.videos if v["status"] == "ok" and v["clips"] > 0), key=lambda v: v["first_clip"])
+        self._video_firsts = [int(v["first_clip"]) for v in with_clips]
+        self._video_by_first = with_clips
+
+    def shard_of(self, g: int) -> dict[str, Any]:
+        return self.shards[bisect.bisect_right(self.firsts, g) - 1]
+
+    def video_of(self, g: int) -> Optional[dict[str, Any]]:
+        i = bisect.bisect_right(self._video_firsts, g) - 1
+        if i < 0:
+            return None
+        v = self._video_by_first[i]
+        return v if g < v["first_clip"] + v["clips"] else None
+
+    def read_offsets_bytes(self) -> bytes:
+        name = self.index.get("offsets", {}).get("name", OFFSETS_NAME)
+        return self.loc.read_bytes(name)
+
+    def parse_offsets(self, data: bytes) -> np.ndarray:
+        where = self.loc.join_url(self.index.get("offsets", {}).get("name", OFFSETS_NAME))
+        try:
+            arr = decode_npy(data, expect=np.dtype(np.int64))
+        except ShardFormatError as exc:
+            raise ShardFormatError(f"{where}: {exc}") from exc
+        if arr.shape != (self.clips, 2):
+            raise ShardFormatError(f"{where}: shape {arr.shape}, the index has {self.clips} clips (expected [{self.clips}, 2])")
+        return arr
+
+    def offsets(self) -> np.ndarray:
+        return self.parse_offsets(self.read_offsets_bytes())
+
+    def check_clip_index(self, g: int) -> int:
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 0 <= g < self.clips:
+            raise ValueError(f"clip index {g!r}: must be an integer in 0..{self.clips - 1} ({self.loc.url} holds {self.clips} clips)")
+        return int(g)
+
+    def read_sample(self, g: int, offsets: np.ndarray) -> dict[str, Any]:
+        """Read, parse and decode clip ``g``; checks its key and label against the index."""
+        shard = self.shard_of(g)
+        start, length = (int(x) for x in offsets[g])
+        where = f"{self.loc.join_url(shard['name'])} clip {g} (bytes {start}..{start + length})"
+        if start < 0 or length <= 0 or start + length > int(shard["bytes"]):
+            raise ShardFormatError(f"{where}: byte range outside the shard's {shard['bytes']} bytes")
+        try:
+            data = self.loc.read_bytes(shard["name"], start, start + length)
+        except (FileNotFoundError, OSError) as exc:
+            raise ShardFormatError(f"{where}: cannot read: {exc}") from exc
+        if len(data) != length:
+            raise ShardFormatError(f"{where}: read {len(data)} of {length} bytes (shard truncated?)")
+        members = tar_members(data, where)
+        keys = {member_field(n)[0] for n, _ in members}
+        if len(keys) != 1:
+            raise ShardFormatError(f"{where}: members of {len(keys)} samples {sorted(keys)[:3]} in one clip's range")
+        sample = decode_sample(sample_fields(members), where=where)
+        sample["key"] = keys.pop()
+        video = self.video_of(g)
+        if video is None:
+            raise ShardFormatError(f"{where}: no converted video of the index owns clip {g}")
+        expected_key = clip_key(video["index"], g - video["first_clip"])
+        if sample["key"] != expected_key:
+            raise ShardFormatError(f"{where}: sample key {sample['key']!r}, the index expects {expected_key!r}")
+        if sample["label"] != video["label"]:
+            raise ShardFormatError(f"{where}: label {sample['label']}, the index gives {video['path']} label {video['label']}")
+        t = self.index["options"].get("frames_per_clip")
+        if t is not None and sample["video"].shape[0] != t:
+            raise ShardFormatError(f"{where}: {sample['video'].shape[0]} frames, frames_per_clip is {t}")
+        sample["video_record"] = video
+        sample["shard"] = shard["name"]
+        return sample
+
+
+def split_location(base: Location, split: Optional[str]) -> Location:
+    """``base/<split>`` for a conversion root, or ``base`` itself when it is a split folder."""
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: must be one of {SPLITS}")
+        if base.exists(f"{split}/{INDEX_NAME}"):
+            return base.child(split)
+        if base.exists(INDEX_NAME) and base.url.rstrip("/").rsplit("/", 1)[-1] == split:
+            return base
+        raise FileNotFoundError(f"{base.join_url(split)}/{INDEX_NAME}: no clipshards index (was split {split!r} converted?)")
+    if base.exists(INDEX_NAME):
+        return base
+    for s in SPLITS:
+        if base.exists(f"{s}/{INDEX_NAME}"):
+            logger.debug("no --split given: using %s", base.join_url(s))
+            return base.child(s)
+    raise FileNotFoundError(f"{base.url}: no clipshards index in it or in {'/, '.join(SPLITS)}/")
+
+
+def tar_members(data: bytes, where: str) -> list[tuple[str, bytes]]:
+    """Regular-file members of one sample's byte range; the range must hold members only."""
+    members = []
+    end = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+            for info in tf:
+                if not info.isfile():
+                    raise ShardFormatError(f"{where}: member {info.name!r} is not a regular file")
+                fh = tf.extractfile(info)
+                payload = fh.read() if fh is not None else b""
+                if len(payload) != info.size:
+                    raise ShardFormatError(f"{where}: member {info.name!r} is short ({len(payload)} of {info.size} bytes)")
+                members.append((info.name, payload))
+                end = info.offset_data + -(-info.size // BLOCK) * BLOCK
+    except tarfile.TarError as exc:
+        raise ShardFormatError(f"{where}: not a tar sample: {exc}") from exc
+    if not members:
+        raise ShardFormatError(f"{where}: no tar member in the clip's byte range")
+    if end != len(data):
+        raise ShardFormatError(f"{where}: tar members end at byte {end} of {len(data)} (damaged header?)")
+    return members
+
+
+def read_clip(
+    url: str | os.PathLike, split: Optional[str] = None, *, index: int, storage_options: Optional[Mapping[str, Any]] = None
+) -> dict[str, Any]:
+    """Clip ``index`` (global clip order) of a conversion, decoded.
+
+    Returns ``decode_sample``'s dict (``video`` uint8 [T,H,W,3], ``audio`` float32 [K,L],
+    ``label``, ``meta``) plus ``key``, ``shard``, ``class_name``, ``path`` and ``url``.
+    """
+    out = Output(url, split, storage_options)
+    g = out.check_clip_index(index)
+    sample = out.read_sample(g, out.offsets())
+    sample["class_name"] = out.classes[sample["label"]]
+    sample["path"] = sample["video_record"]["path"]
+    sample["url"] = out.loc.url
+    sample["clips"] = out.clips
+    return sample
