@@ -154,21 +154,86 @@ class ChunkPool:
         self.free.put(chunk)
 
 
-class _ShardSink:
-    """The byte stream of one shard: filled chunk by chunk here, hashed and written by a thread."""
+class _ShardFile:
+    """The shard's file as the writer thread writes it.
 
-    def __init__(self, fh: BinaryIO, local: bool, pool: ChunkPool, algo: str):
+    On a local disk, ``O_DIRECT`` where the filesystem takes it (sector-aligned writes, or
+    whole 4 KiB units on a disk that refuses those), falling back to the page cache with
+    early write-back for the unaligned tail or a refusal; to an object store, the upload
+    stream (which gets a copy: the caller's buffer is reused).
+    """
+
+    def __init__(self, fh: BinaryIO, local: bool):
         self._fh = fh
         self._fd = fh.fileno() if local else None
-        self._direct = self._fd is not None and _set_direct(self._fd, True)
-        self._align = SECTOR if _sector_direct_ok else DIRECT_ALIGN  # the direct write unit this disk takes
+        self.direct = self._fd is not None and _set_direct(self._fd, True)
+        self.align = SECTOR if _sector_direct_ok else DIRECT_ALIGN  # the direct write unit this disk takes
+        self._written = 0
+        self._flushed = 0
+
+    @property
+    def takes_views(self) -> bool:
+        """Whether a sector-aligned view of the caller's memory can be written as it is."""
+        return self.direct and self.align == SECTOR and _sector_direct_ok
+
+    def write(self, view: memoryview) -> None:
+        """Write all of ``view`` (direct while the stream so far is aligned; the rest buffered)."""
+        if self._fd is None:
+            self._fh.write(bytes(view))  # the chunk is reused: the upload buffer gets its own copy
+            return
+        if self.direct:
+            aligned = len(view) - len(view) % self.align
+            try:
+                self._write_all(view[:aligned])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                if self.align == SECTOR and self._written % DIRECT_ALIGN == 0:
+                    # this disk wants bigger units: whole chunks from now on, in this run
+                    _refuse_sector_direct()
+                    self.align = DIRECT_ALIGN
+                    self.write(view)
+                    return
+                logger.debug("O_DIRECT write refused (%s); writing through the page cache", exc)
+                self._buffered()
+                self.write(view)
+                return
+            view = view[aligned:]
+            if view:  # the tail of the shard: not a whole block
+                self._buffered()
+        self._write_all(view)
+        if not self.direct and self._written - self._flushed >= WRITEBACK_CHUNK:
+            # start writing the dirty pages now, so that the fsync at close does not stall
+            # for the whole shard (a raw shard is hundreds of MB)
+            os.posix_fadvise(self._fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = self._written
+
+    def _buffered(self) -> None:
+        assert self._fd is not None
+        _set_direct(self._fd, False)
+        self.direct = False
+
+    def _write_all(self, view: memoryview) -> None:
+        assert self._fd is not None
+        while view:
+            n = os.write(self._fd, view)
+            self._written += n
+            view = view[n:]
+            if view and self.direct and n % self.align:
+                self._buffered()  # a short write left the offset unaligned
+
+
+class _ShardSink:
+    """The byte stream of one shard: filled chunk by chunk here (or handed over as views of
+    the caller's memory), hashed and written to a :class:`_ShardFile` by a thread."""
+
+    def __init__(self, fh: BinaryIO, local: bool, pool: ChunkPool, algo: str):
+        self._file = _ShardFile(fh, local)
         self._pool = pool
         self._hash = new_checksum(algo)
         self._full: queue.Queue[Optional[tuple[Any, int, Optional[Callable[[], None]]]]] = queue.Queue()
         self._chunk: Optional[mmap.mmap] = None
         self._pos = 0
-        self._written = 0
-        self._flushed = 0
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="clipshards-shard-writer", daemon=True)
         self._thread.start()
@@ -195,7 +260,7 @@ class _ShardSink:
     def takes_views(self) -> bool:
         """Whether :meth:`write_view` writes straight from the caller's memory (``O_DIRECT``
         on a local disk that takes sector-aligned writes)."""
-        return self._direct and self._align == SECTOR and _sector_direct_ok and self._error is None
+        return self._file.takes_views and self._error is None
 
     def write_view(self, view: memoryview, done: Callable[[], None]) -> None:
         """Append ``view`` (a whole number of sectors, at a sector-aligned address) without
@@ -264,7 +329,7 @@ class _ShardSink:
                 if self._error is None:
                     with memoryview(buf)[:n] as view:
                         self._hash.update(view)
-                        self._emit(view)
+                        self._file.write(view)
             except BaseException as exc:  # handed to the caller at its next write or at close
                 self._error = exc
             finally:
@@ -273,49 +338,6 @@ class _ShardSink:
                 else:
                     buf.release()
                     done()
-
-    def _emit(self, view: memoryview) -> None:
-        if self._fd is None:
-            self._fh.write(bytes(view))  # the chunk is reused: the upload buffer gets its own copy
-            return
-        if self._direct:
-            aligned = len(view) - len(view) % self._align
-            try:
-                self._write_all(view[:aligned])
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                if self._align == SECTOR and self._written % DIRECT_ALIGN == 0:
-                    # this disk wants bigger units: whole chunks from now on, in this run
-                    _refuse_sector_direct()
-                    self._align = DIRECT_ALIGN
-                    self._emit(view)
-                    return
-                logger.debug("O_DIRECT write refused (%s); writing through the page cache", exc)
-                _set_direct(self._fd, False)
-                self._direct = False
-                self._emit(view)
-                return
-            view = view[aligned:]
-            if view:  # the tail of the shard: not a whole block
-                _set_direct(self._fd, False)
-                self._direct = False
-        self._write_all(view)
-        if not self._direct and self._written - self._flushed >= WRITEBACK_CHUNK:
-            # start writing the dirty pages now, so that the fsync at close does not stall
-            # for the whole shard (a raw shard is hundreds of MB)
-            os.posix_fadvise(self._fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
-            self._flushed = self._written
-
-    def _write_all(self, view: memoryview) -> None:
-        assert self._fd is not None
-        while view:
-            n = os.write(self._fd, view)
-            self._written += n
-            view = view[n:]
-            if view and self._direct and n % self._align:
-                _set_direct(self._fd, False)  # a short write left the offset unaligned
-                self._direct = False
 
 
 _sector_direct_ok = True  # until a disk refuses a sector-aligned O_DIRECT write

@@ -232,13 +232,13 @@ def test_a_spool_slot_is_not_rewritten_while_the_writer_still_reads_it(big_clips
     opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=64 << 20, progress=False, workers=1)
     expected = tmp_path / "expected"
     convert(big_clips, expected, **opts)
-    real_emit = writer._ShardSink._emit
+    real_write = writer._ShardFile.write
 
-    def slow_emit(self, view):
+    def slow_write(self, view):
         time.sleep(0.15)
-        return real_emit(self, view)
+        return real_write(self, view)
 
-    monkeypatch.setattr(writer._ShardSink, "_emit", slow_emit)
+    monkeypatch.setattr(writer._ShardFile, "write", slow_write)
     slow = tmp_path / "slow"
     convert(big_clips, slow, **opts)
     a, b = tree_bytes(expected), tree_bytes(slow)
