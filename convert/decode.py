@@ -14,7 +14,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import av
 import numpy as np
@@ -255,6 +255,152 @@ class _AudioReader:
         self.container.close()
 
 
+class _ClipAudio:
+    """Each clip's audio from the video's best audio stream, or empty audio (``[1, 0]``)
+    when it has none or it cannot be decoded (``info.audio_error`` then says why)."""
+
+    def __init__(self, path: str, stream, info: VideoInfo, *, fps: float, rate: int, channels: int, threads: int):
+        self.info, self.fps = info, fps
+        self.reader: Optional[_AudioReader] = None
+        if stream is not None:
+            try:
+                self.reader = _AudioReader(path, stream.index, rate, channels, threads)
+                info.sample_rate = self.reader.sample_rate
+                info.audio_channels = self.reader.channels
+            except (av.error.FFmpegError, VideoError, ValueError) as exc:
+                info.audio_error = f"audio not decodable ({exc}); clips have empty audio"
+
+    def clip(self, c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
+        """Clip ``c`` of source frames ``indices``, with the audio those frames span."""
+        if self.reader is not None:
+            try:
+                return DecodedClip(c, indices, video, self.reader.window(indices[0], indices[-1], self.fps))
+            except av.error.FFmpegError as exc:
+                self.info.audio_error = f"audio decode failed ({_why(exc)}); later clips have empty audio"
+                self.close()
+        return DecodedClip(c, indices, video, np.empty((1, 0), dtype=np.float32))
+
+    def close(self) -> None:
+        if self.reader is not None:
+            _close_quietly(self.reader)
+            self.reader = None
+
+
+class _FrameCount:
+    """Frames decoded so far and the last timestamp, held against what the container declares,
+    so that a file cut short is reported as truncated however the decoder notices."""
+
+    def __init__(self, vstream, fps: float):
+        self.fps = fps
+        self.declared_end = _declared_end(vstream)
+        self.declared_frames = int(vstream.frames or 0)
+        self.decoded = 0
+        self.last_time = -1.0
+
+    def count(self, frame) -> int:
+        """Count ``frame``; its index in decoding order."""
+        i = self.decoded
+        self.decoded += 1
+        if frame.time is not None and frame.time > self.last_time:
+            self.last_time = float(frame.time)
+        return i
+
+    def decode_error(self, exc: av.error.FFmpegError) -> VideoError:
+        """What a decoding failure means: a file that lost its tail (the reason must not
+        depend on where the decoder notices: one thread fails on the partial packet, frame
+        threads at the end), or a damaged one."""
+        fps, end = self.fps, self.declared_end
+        if _cut_short(end, self.last_time, fps):
+            return VideoError(
+                f"truncated: decoding stopped at {self.last_time + 1.0 / fps:.3f} s ({_why(exc)}), "
+                f"the container declares {end:.3f} s"
+            )
+        return VideoError(f"video decode failed after {self.decoded} frames: {_why(exc)}")
+
+    def check_complete(self) -> None:
+        """Raise :class:`VideoError` when decoding ended cleanly but too early (or at once)."""
+        fps, end, declared = self.fps, self.declared_end, self.declared_frames
+        if self.decoded == 0:
+            raise VideoError("no decodable video frame")
+        if _cut_short(end, self.last_time, fps):
+            raise VideoError(
+                f"truncated: frames end at {self.last_time + 1.0 / fps:.3f} s, the container declares {end:.3f} s"
+            )
+        if declared and self.decoded < declared - 2 - 0.01 * declared:
+            # an AVI cut short re-derives its duration from the data left, but keeps the header's frame count
+            raise VideoError(f"truncated: {self.decoded} frames decoded, the container declares {declared}")
+
+
+class _ClipAssembler:
+    """Gathers a video's resampled frames into clips of ``T`` entries, one every ``S``.
+
+    A clip is complete once its last entry is decoded, and released only once it is certain
+    to exist: the count of resampled entries depends on the total frame count, which only
+    grows as frames are decoded. At most one clip window of frames is held.
+    """
+
+    def __init__(self, T: int, S: int, *, fps: float, frame_rate: Optional[float], skip_clips: int,
+                 make: Callable[[int, np.ndarray, tuple[int, ...]], DecodedClip]):
+        self.T, self.S, self.fps, self.frame_rate = T, S, fps, frame_rate
+        self.skip_clips, self.make = skip_clips, make
+        self.window: deque[tuple[int, int, np.ndarray]] = deque()  # (entry k, source index, frame)
+        self.next_k = 0  # next resampled entry to fill
+        self.next_clip = 0
+        self.pending: list[int] = []  # clips whose frames are complete but whose validity is unknown
+        self.held: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+
+    def entries_end(self, i: int) -> int:
+        """End of the resampled entries source frame ``i`` fills (``next_k``: none)."""
+        k_hi = self.next_k
+        while selected_index(k_hi, self.fps, self.frame_rate) == i:
+            k_hi += 1
+        return k_hi
+
+    def needs(self, k_hi: int) -> bool:
+        """Whether an entry before ``k_hi`` belongs to some clip (else its frame is not converted)."""
+        return any(_clip_range_contains(k, self.T, self.S) for k in range(self.next_k, k_hi))
+
+    def add(self, i: int, k_hi: int, rgb: Optional[np.ndarray]) -> None:
+        """Source frame ``i`` (``rgb``, None where not :meth:`needs`) fills entries up to ``k_hi``."""
+        T, S = self.T, self.S
+        for k in range(self.next_k, k_hi):
+            if rgb is not None and _clip_range_contains(k, T, S):
+                self.window.append((k, i, rgb))
+        self.next_k = k_hi
+        # a clip is complete once entry c*S+T-1 is in the window
+        while self.next_clip * S + T - 1 < self.next_k:
+            c = self.next_clip
+            lo = c * S
+            entries = [e for e in self.window if lo <= e[0] < lo + T]
+            if len(entries) != T:  # pragma: no cover - internal invariant
+                raise RuntimeError(f"clip {c}: {len(entries)} frames gathered, expected {T}")
+            self.held[c] = (tuple(e[1] for e in entries), np.stack([e[2] for e in entries]))
+            self.pending.append(c)
+            self.next_clip += 1
+            while self.window and self.window[0][0] < self.next_clip * S:
+                self.window.popleft()
+
+    def release(self, decoded: int) -> Iterator[DecodedClip]:
+        """The pending clips certain to exist once ``decoded`` frames are decoded (their last
+        entry is below the count those frames imply), but the first ``skip_clips``."""
+        valid_upto = selected_count(decoded, self.fps, self.frame_rate)
+        keep = []
+        for c in self.pending:
+            last_k = c * self.S + self.T - 1
+            if last_k < valid_upto:
+                indices, video = self.held.pop(c)
+                if c >= self.skip_clips:
+                    yield self.make(c, video, indices)
+            else:
+                keep.append(c)
+        self.pending = keep
+
+    def drop_pending(self) -> None:
+        """Forget the clips the video turned out too short for."""
+        for c in self.pending:
+            self.held.pop(c, None)
+
+
 def iter_clips(
     path: str,
     *,
@@ -280,130 +426,58 @@ def iter_clips(
     """
     info = info if info is not None else VideoInfo()
     container = _open(path)
-    audio: Optional[_AudioReader] = None
+    audio: Optional[_ClipAudio] = None
     try:
         vstream, fps = _video_stream(container)
         info.fps = fps
         vstream.thread_type = "AUTO"
         if threads:
             vstream.codec_context.thread_count = threads
-        declared_end = _declared_end(vstream)
-        declared_frames = int(vstream.frames or 0)
-        last_time = -1.0
-        astream = _best(container, "audio")
-        if astream is not None:
-            try:
-                audio = _AudioReader(path, astream.index, audio_samples, audio_channels, threads)
-                info.sample_rate = audio.sample_rate
-                info.audio_channels = audio.channels
-            except (av.error.FFmpegError, VideoError, ValueError) as exc:
-                info.audio_error = f"audio not decodable ({exc}); clips have empty audio"
-                audio = None
-
-        T, S = frames_per_clip, step_between_clips
-        window: deque[tuple[int, int, np.ndarray]] = deque()  # (entry k, source index, frame)
-        next_k = 0  # next resampled entry to fill
-        next_clip = 0
-        pending: list[int] = []  # clips whose frames are complete but whose validity is unknown
-        held: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
-        size: Optional[tuple[int, int]] = None
-        decoded = 0
+        frames = _FrameCount(vstream, fps)
+        audio = _ClipAudio(path, _best(container, "audio"), info, fps=fps, rate=audio_samples, channels=audio_channels,
+                           threads=threads)
+        clips = _ClipAssembler(frames_per_clip, step_between_clips, fps=fps, frame_rate=frame_rate,
+                               skip_clips=skip_clips, make=audio.clip)
         # one scaler for the whole video: ``frame.to_ndarray(format=...)`` builds (and tears down,
         # with its slice threads) a new SwsContext for every frame. It runs in this thread: slice
         # threads would compete with the decoder's for the same cores (measured 8% slower).
         reformatter = VideoReformatter()
-
-        def make(c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
-            nonlocal audio
-            if audio is not None:
-                try:
-                    a = audio.window(indices[0], indices[-1], fps)
-                except av.error.FFmpegError as exc:
-                    info.audio_error = f"audio decode failed ({_why(exc)}); later clips have empty audio"
-                    _close_quietly(audio)
-                    audio = None
-                    a = np.empty((1, 0), dtype=np.float32)
-            else:
-                a = np.empty((1, 0), dtype=np.float32)
-            return DecodedClip(c, indices, video, a)
-
-        def release(valid_upto: int) -> Iterator[DecodedClip]:
-            nonlocal pending
-            keep = []
-            for c in pending:
-                last_k = c * S + T - 1
-                if last_k < valid_upto:
-                    indices, video = held.pop(c)
-                    if c >= skip_clips:
-                        yield make(c, video, indices)
-                else:
-                    keep.append(c)
-            pending = keep
-
+        resize = (video_width, video_height, video_min_dimension)
         try:
-            for frame in container.decode(vstream):
-                i = decoded
-                decoded += 1
-                if frame.time is not None and frame.time > last_time:
-                    last_time = float(frame.time)
-                k_hi = next_k
-                while selected_index(k_hi, fps, frame_rate) == i:
-                    k_hi += 1
-                if k_hi > next_k:
-                    if size is None:
-                        size = target_size(frame.width, frame.height, video_width, video_height, video_min_dimension)
-                        info.width, info.height = size
-                    needed = any(_clip_range_contains(k, T, S) for k in range(next_k, k_hi))
-                    rgb = None
-                    if needed:
-                        rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24", threads=1).to_ndarray()
-                    for k in range(next_k, k_hi):
-                        if rgb is not None and _clip_range_contains(k, T, S):
-                            window.append((k, i, rgb))
-                    next_k = k_hi
-                    # a clip is complete once entry c*S+T-1 is in the window
-                    while next_clip * S + T - 1 < next_k:
-                        c = next_clip
-                        lo = c * S
-                        entries = [e for e in window if lo <= e[0] < lo + T]
-                        if len(entries) != T:  # pragma: no cover - internal invariant
-                            raise RuntimeError(f"clip {c}: {len(entries)} frames gathered, expected {T}")
-                        held[c] = (tuple(e[1] for e in entries), np.stack([e[2] for e in entries]))
-                        pending.append(c)
-                        next_clip += 1
-                        while window and window[0][0] < next_clip * S:
-                            window.popleft()
-                # clips are certainly valid while their last entry is below the count implied by
-                # the frames decoded so far (the count only grows with more frames)
-                yield from release(selected_count(decoded, fps, frame_rate))
+            yield from _decode_frames(container, vstream, frames, clips, reformatter, resize, info)
         except av.error.FFmpegError as exc:
-            if _cut_short(declared_end, last_time, fps):
-                # a file that lost its tail: the reason must not depend on where the decoder
-                # notices (one thread fails on the partial packet, frame threads at the end)
-                raise VideoError(
-                    f"truncated: decoding stopped at {last_time + 1.0 / fps:.3f} s ({_why(exc)}), "
-                    f"the container declares {declared_end:.3f} s"
-                ) from exc
-            raise VideoError(f"video decode failed after {decoded} frames: {_why(exc)}") from exc
-        if decoded == 0:
-            raise VideoError("no decodable video frame")
-        if _cut_short(declared_end, last_time, fps):
-            raise VideoError(
-                f"truncated: frames end at {last_time + 1.0 / fps:.3f} s, the container declares {declared_end:.3f} s"
-            )
-        if declared_frames and decoded < declared_frames - 2 - 0.01 * declared_frames:
-            # an AVI cut short re-derives its duration from the data left, but keeps the header's frame count
-            raise VideoError(f"truncated: {decoded} frames decoded, the container declares {declared_frames}")
-        info.num_frames = decoded
-        yield from release(selected_count(decoded, fps, frame_rate))
-        for c in pending:
-            held.pop(c, None)
+            raise frames.decode_error(exc) from exc
+        frames.check_complete()
+        info.num_frames = frames.decoded
+        yield from clips.release(frames.decoded)
+        clips.drop_pending()
         if info.audio_error:
             logger.warning("%s: %s", path, info.audio_error)
     finally:
         if audio is not None:
-            _close_quietly(audio)
+            audio.close()
         container.close()
+
+
+def _decode_frames(container, vstream, frames: _FrameCount, clips: _ClipAssembler, reformatter: VideoReformatter,
+                   resize: tuple[int, int, int], info: VideoInfo) -> Iterator[DecodedClip]:
+    """Decode every frame into ``clips`` (converted to RGB, resized, only where a clip needs
+    it); yield each clip as soon as it is certain to exist."""
+    size: Optional[tuple[int, int]] = None
+    for frame in container.decode(vstream):
+        i = frames.count(frame)
+        k_hi = clips.entries_end(i)
+        if k_hi > clips.next_k:
+            if size is None:
+                size = target_size(frame.width, frame.height, *resize)
+                info.width, info.height = size
+            rgb = None
+            if clips.needs(k_hi):
+                rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24", threads=1).to_ndarray()
+            clips.add(i, k_hi, rgb)
+        # clips are certainly valid while their last entry is below the count implied by
+        # the frames decoded so far (the count only grows with more frames)
+        yield from clips.release(frames.decoded)
 
 
 def _why(exc: av.error.FFmpegError) -> str:
