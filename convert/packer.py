@@ -10,13 +10,15 @@ sample through the writer's chunks: the bytes are the same either way.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .errors import ConversionError
 from .options import ConvertOptions
-from .spool import MappedSpool
 from .storage import Location
 from .writer import MAX_DIRECT_VIEW, MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardInfo, ShardWriter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .spool import MappedSpool
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class ShardPacker:
         """Bytes so far, the open shard's included (for the progress bar)."""
         return self.bytes + (self.writer.size if self.writer else 0)
 
-    def add_video(self, fh: Any, mapped: Optional[MappedSpool], sizes: Sequence[int], video: int, skip: int,
+    def add_video(self, fh: Any, mapped: Optional["MappedSpool"], sizes: Sequence[int], video: int, skip: int,
                   what: str) -> None:
         """Append the samples of one video, ``sizes`` bytes each, read from ``fh`` (its spool
         file; ``mapped``: that file mapped for direct writes). Its first sample is clip

@@ -16,11 +16,13 @@ import shutil
 import tempfile
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from .storage import Location
-from .worker import VideoResult
 from .writer import MIN_DIRECT_VIEW
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .worker import VideoResult
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class Spool:
         return k % self.slots
 
     @contextmanager
-    def read(self, res: VideoResult) -> Iterator[tuple[Any, Optional[MappedSpool]]]:
+    def read(self, res: "VideoResult") -> Iterator[tuple[Any, Optional[MappedSpool]]]:
         """The open spool file of ``res`` and, where direct writes can gain, its slot to map
         run by run; a video's own file is removed afterwards, whatever happens."""
         loc = self.location
@@ -138,7 +140,7 @@ class Spool:
             if not res.spool_reused:
                 loc.remove(res.spool_name)
 
-    def _map(self, fh: Any, res: VideoResult) -> Optional[MappedSpool]:
+    def _map(self, fh: Any, res: "VideoResult") -> Optional[MappedSpool]:
         """The slot file, to be mapped run by run for direct writes (the slot is not handed to
         another task until they are done); None where that cannot gain."""
         total = sum(res.sample_sizes)
