@@ -33,14 +33,6 @@ class Resumed:
     records: dict[int, VideoRecord] = field(default_factory=dict)
     cursor: tuple[int, int] = (0, 0)  # (video index, clip index within it) of the next sample
 
-    @property
-    def clips(self) -> int:
-        return sum(s.clips for s in self.shards)
-
-    @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.shards)
-
 
 class DoneMarkers:
     """The done-markers of one split's output, for runs of one ``fingerprint``."""
