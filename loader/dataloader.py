@@ -1,21 +1,26 @@
-"""A DataLoader that knows how far it got, so training can stop and resume mid-epoch."""
+"""A DataLoader that knows how far it got, so training can stop and resume mid-epoch.
+
+It drives any :class:`~clipshards.loader.progress.ResumableDataset` (in practice a
+:class:`~clipshards.loader.StreamingKinetics`): the dataset's :class:`EpochProgress` replays the
+DataLoader's batch order, so the position is known in the main process.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, ContextManager, Iterator, Mapping, Optional
 
 from torch.utils.data import DataLoader
 
 from .buffers import SharedSlots
 from .collate import SlotCollate, Slotted, collate_clips
-from .datasets import StreamingKinetics
+from .progress import ResumableDataset
 
 __all__ = ["ClipLoader"]
 
 
 class ClipLoader(DataLoader):
-    """``torch.utils.data.DataLoader`` over a :class:`StreamingKinetics`, with
+    """``torch.utils.data.DataLoader`` over a :class:`StreamingKinetics` (any
+    :class:`~clipshards.loader.progress.ResumableDataset`), with
     :meth:`state_dict` / :meth:`load_state_dict` and an exact ``len()``.
 
     A plain DataLoader hands batches from its workers round-robin (``in_order=True``); this
@@ -32,8 +37,8 @@ class ClipLoader(DataLoader):
     holding on to batches is safe (the worker then allocates new memory, as DataLoader does).
     """
 
-    def __init__(self, dataset: StreamingKinetics, batch_size: Optional[int] = 1, **kwargs: Any) -> None:
-        if not isinstance(dataset, StreamingKinetics):
+    def __init__(self, dataset: ResumableDataset, batch_size: Optional[int] = 1, **kwargs: Any) -> None:
+        if not isinstance(dataset, ResumableDataset):
             raise ValueError(f"ClipLoader needs a StreamingKinetics, got {type(dataset).__name__}")
         if kwargs.get("in_order", True) is not True:
             raise ValueError("in_order=False makes the batch order depend on timing; ClipLoader needs in_order=True")
@@ -44,13 +49,13 @@ class ClipLoader(DataLoader):
         self._slots: Optional[SharedSlots] = None
 
     def __iter__(self) -> Iterator[Any]:
-        dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
+        dataset: ResumableDataset = self.dataset  # type: ignore[assignment]
         if self.num_workers == 0:
             with self._deferred_jpeg():
                 yield from super().__iter__()
             return
         slots = self._slots_for_workers()
-        schedule = dataset._schedule(self.num_workers, self.batch_size, self.drop_last)
+        schedule = dataset.progress.schedule(len(dataset), self.num_workers, self.batch_size, self.drop_last)
         with self._deferred_jpeg():
             batches = super().__iter__()
         for batch in batches:
@@ -62,19 +67,13 @@ class ClipLoader(DataLoader):
         if leftover:
             raise RuntimeError(f"ClipLoader expected {leftover} more batches than the DataLoader yielded")
 
-    @contextlib.contextmanager
-    def _deferred_jpeg(self) -> Iterator[None]:
+    def _deferred_jpeg(self) -> ContextManager[None]:
         """While the dataset is iterated for this loader (in this process, or copied into the
         workers started here), JPEG clips reach the collate undecoded and are decoded straight
-        into the batch: one clip-sized copy fewer. Only with the default collate, no
-        ``transform`` and ``errors="raise"``, so nothing else can see the difference."""
-        dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
-        on = isinstance(self.collate_fn, SlotCollate) and dataset.transform is None and dataset.errors == "raise"
-        dataset._defer_jpeg = on
-        try:
-            yield
-        finally:
-            dataset._defer_jpeg = False
+        into the batch: one clip-sized copy fewer. Only with the default collate (and, the
+        dataset decides, no ``transform`` and ``errors="raise"``), so nothing else can see the difference."""
+        dataset: ResumableDataset = self.dataset  # type: ignore[assignment]
+        return dataset.decoding_in_collate(isinstance(self.collate_fn, SlotCollate))
 
     def _slots_for_workers(self) -> Optional[SharedSlots]:
         """The slots the workers about to start get: new ones for new workers (workers of an
@@ -99,7 +98,7 @@ class ClipLoader(DataLoader):
         return item.batch
 
     def __len__(self) -> int:
-        dataset: StreamingKinetics = self.dataset  # type: ignore[assignment]
+        dataset: ResumableDataset = self.dataset  # type: ignore[assignment]
         return dataset.batches_per_epoch(self.num_workers, self.batch_size, self.drop_last)
 
     def state_dict(self) -> dict[str, Any]:

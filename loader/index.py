@@ -3,8 +3,8 @@
 Opening reads the head of ``index.json`` only: the converter writes it with sorted keys, so
 the per-video records (``"videos"``, the one part that grows with the number of videos)
 come last and are left unread until :attr:`DatasetIndex.videos` is asked for. Clip byte
-ranges come from ``offsets.npy`` in pages of :data:`OFFSETS_PAGE` rows, read on first use,
-so neither start-up nor memory grows with the number of videos or clips.
+ranges come from ``offsets.npy`` in pages read on first use (:mod:`.offsets`), so neither
+start-up nor memory grows with the number of videos or clips.
 """
 
 from __future__ import annotations
@@ -18,26 +18,17 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from clipshards.convert.schema import (
-    CODECS,
-    INDEX_NAME,
-    OFFSETS_NAME,
-    ShardFormatError,
-    check_index_version,
-    entry_checksum,
-    npy_header,
-)
+from clipshards.convert.schema import CODECS, INDEX_NAME, OFFSETS_NAME, ShardFormatError, check_index_version, entry_checksum
 
+from .offsets import OFFSETS_PAGE, ClipOffsets
 from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetIndex", "ShardEntry", "OFFSETS_PAGE"]
+__all__ = ["DatasetIndex", "ShardEntry", "IndexedClasses", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url"]
 
 INDEX_CHUNK = 64 * 1024
-OFFSETS_PAGE = 8192
 _VIDEOS_KEY = b',"videos":['
-_ROW_DTYPE = np.dtype("<i8")
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,7 @@ class DatasetIndex:
                 ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), _checksum(s))
                 for s in head["shards"]
             )
-            self._offsets_meta = dict(head.get("offsets") or {"name": OFFSETS_NAME})
+            offsets = dict(head.get("offsets") or {"name": OFFSETS_NAME})
         except (KeyError, TypeError, ValueError) as exc:
             raise ShardFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
         self.codec = str(self.options.get("codec", "raw"))
@@ -101,8 +92,7 @@ class DatasetIndex:
         self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
         for s in self.shards:
             self.transport.known(s.name, size=s.bytes, version=s.checksum)
-        self._pages: dict[int, np.ndarray] = {}
-        self._data_offset: Optional[int] = None
+        self.offsets = ClipOffsets(self.transport, str(offsets.get("name", OFFSETS_NAME)), self.num_clips, offsets.get("bytes"))
         self._videos: Optional[list[dict[str, Any]]] = None
         logger.debug("opened %s: %d classes, %d clips in %d shards (%s)", where, len(self.classes),
                      self.num_clips, len(self.shards), self.codec)
@@ -164,57 +154,10 @@ class DatasetIndex:
             self._videos = list(self._parse_whole(self.transport.read(INDEX_NAME)).get("videos", []))
         return self._videos
 
-    # -- offsets.npy ------------------------------------------------------------------------
-    def _offsets_name(self) -> str:
-        return str(self._offsets_meta.get("name", OFFSETS_NAME))
-
-    def _offsets_header(self) -> int:
-        if self._data_offset is not None:
-            return self._data_offset
-        name = self._offsets_name()
-        where = self.transport.url_of(name)
-        try:
-            shape, fortran, dtype, offset = npy_header(self.transport.read(name, 0, 4096))
-        except ShardFormatError as exc:
-            raise ShardFormatError(f"{where}: not an npy array of clip offsets ({exc})") from exc
-        if dtype != _ROW_DTYPE or fortran or tuple(shape) != (self.num_clips, 2):
-            raise ShardFormatError(
-                f"{where}: expected int64 [{self.num_clips}, 2] in C order, found {dtype} {tuple(shape)}"
-                f"{' (Fortran order)' if fortran else ''}"
-            )
-        expected = self._offsets_meta.get("bytes")
-        if expected is not None and int(expected) != offset + 16 * self.num_clips:
-            raise ShardFormatError(f"{where}: {expected} bytes in the index, header says {offset + 16 * self.num_clips}")
-        self._data_offset = offset
-        return offset
-
-    def _page(self, p: int) -> np.ndarray:
-        page = self._pages.get(p)
-        if page is None:
-            base = self._offsets_header()
-            lo, hi = p * OFFSETS_PAGE, min(self.num_clips, (p + 1) * OFFSETS_PAGE)
-            name = self._offsets_name()
-            raw = self.transport.read(name, base + 16 * lo, base + 16 * hi)
-            if len(raw) != 16 * (hi - lo):
-                raise ShardFormatError(f"{self.transport.url_of(name)}: truncated (rows {lo}..{hi - 1} missing)")
-            page = np.frombuffer(raw, dtype=_ROW_DTYPE).reshape(hi - lo, 2)
-            self._pages[p] = page
-        return page
-
+    # -- clips ------------------------------------------------------------------------------
     def byte_ranges(self, start: int, stop: int) -> np.ndarray:
         """``[stop - start, 2]`` int64: (offset, length) inside its shard of clips ``start..stop-1``."""
-        if not 0 <= start <= stop <= self.num_clips:
-            raise IndexError(f"clips {start}..{stop - 1} are outside 0..{self.num_clips - 1}")
-        parts = []
-        g = start
-        while g < stop:
-            p = g // OFFSETS_PAGE
-            page = self._page(p)
-            lo = g - p * OFFSETS_PAGE
-            hi = min(stop - p * OFFSETS_PAGE, page.shape[0])
-            parts.append(page[lo:hi])
-            g = p * OFFSETS_PAGE + hi
-        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+        return self.offsets.byte_ranges(start, stop)
 
     def shard_of(self, clips: np.ndarray | int) -> np.ndarray | int:
         """Index of the shard holding each global clip."""
@@ -228,7 +171,22 @@ class DatasetIndex:
         off, length = (int(x) for x in self.byte_ranges(g, g + 1)[0])
         if off < 0 or length <= 0 or off + length > shard.bytes:
             raise ShardFormatError(
-                f"{self.transport.url_of(self._offsets_name())}: clip {g} has byte range [{off}, {off + length}) "
+                f"{self.offsets.url}: clip {g} has byte range [{off}, {off + length}) "
                 f"outside {shard.name} ({shard.bytes} bytes)"
             )
         return shard, off, length
+
+
+class IndexedClasses:
+    """torchvision's ``classes`` and ``class_to_idx``, for a dataset over a :class:`DatasetIndex` (``self.index``)."""
+
+    index: DatasetIndex
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (label ``i`` is ``classes[i]``)."""
+        return list(self.index.classes)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.index.classes)}

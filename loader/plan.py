@@ -155,12 +155,15 @@ class EpochPlan:
         block_size: Optional[int],
         world_size: int = 1,
         remainder: str = "pad",
+        shuffle_buffer: int = 0,
     ) -> None:
         if remainder not in REMAINDERS:
             raise ValueError(f"remainder={remainder!r}: must be one of {REMAINDERS}")
         counts = np.asarray(shard_clips, dtype=np.int64)
         self.num_clips = int(counts.sum())
         self.epoch = epoch
+        self.seed = seed
+        self.buffer = shuffle_buffer if shuffle else 0
         self.world_size = world_size
         self.remainder = remainder
         firsts = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
@@ -199,6 +202,20 @@ class EpochPlan:
     def part_length(self, num_workers: int, worker: int) -> int:
         a, b = part_bounds(self.per_rank, num_workers, worker)
         return b - a
+
+    def worker_order(self, rank: int, num_workers: int, worker: int) -> tuple[np.ndarray, Iterator[int]]:
+        """A worker's clips in read order, and the lazy order in which its shuffle buffer
+        yields them (read positions, see :func:`iter_buffer_order`)."""
+        clips = self.part(rank, num_workers, worker)
+        return clips, iter_buffer_order(len(clips), self.buffer, worker_rng(self.seed, self.epoch, rank, worker))
+
+    def yield_orders(self, rank: int, num_workers: int) -> list[np.ndarray]:
+        """Global clips each worker of ``rank`` yields, in the order it yields them."""
+        out = []
+        for w in range(num_workers):
+            clips, order = self.worker_order(rank, num_workers, w)
+            out.append(clips[np.fromiter(order, dtype=np.int64, count=len(clips))])
+        return out
 
 
 def worker_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:

@@ -11,6 +11,7 @@ the loader unpickle, import or execute anything.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -33,7 +34,7 @@ from clipshards.convert.schema import (
 )
 
 from .index import DatasetIndex
-from .plan import Segment
+from .plan import Segment, iter_segments
 from .buffers import MIN_POOLED, pool
 from .transport import empty_buffer
 
@@ -324,6 +325,39 @@ class SampleReader:
         """
         for seg in segs:
             yield from self._segment(seg)
+
+    def in_order(self, clips: np.ndarray, order: Iterator[int], skip: int = 0) -> Iterator[RawSample | ShardReadError]:
+        """Clips ``clips[order[skip:]]`` (``order``: read positions, as a shuffle buffer emits
+        them; the first ``skip`` are consumed unread), each a sample or the error reading it.
+
+        Read sequentially (:meth:`stream`) from the first position not yet read before ``skip``,
+        holding what is read ahead of its turn; clips read before that (held in the buffer when
+        a position was saved) are fetched by direct access.
+        """
+        n = len(clips)
+        if skip >= n:
+            return
+        cursor = max(itertools.islice(order, skip)) + 1 if skip else 0
+        stream = self.stream(iter_segments(clips, self.index.shard_of(clips), cursor))
+        held: dict[int, RawSample | ShardReadError] = {}
+        next_pos = cursor
+        for p in itertools.islice(order, n - skip):
+            if p in held:
+                item = held.pop(p)
+            elif p >= next_pos:
+                while True:
+                    q, got = next(stream)
+                    next_pos = q + 1
+                    if q == p:
+                        item = got
+                        break
+                    held[q] = got
+            else:
+                try:
+                    item = self.fetch(int(clips[p]))
+                except ShardReadError as exc:
+                    item = exc
+            yield item
 
     def _segment(self, seg: Segment) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         index = self.index

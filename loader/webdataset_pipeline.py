@@ -28,11 +28,13 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from clipshards.convert.schema import AUDIO_MEMBER, LABEL_MEMBER, META_MEMBER, VIDEO_MEMBER
 
-from .datasets import Transform, _check_common, _int_option
+from .arguments import Transform, check_flag, check_output, int_option
 from .index import DatasetIndex, ShardEntry
 from .plan import AUTO, auto_shuffle_buffer
 from .reader import RawSample, ShardReadError, decode, schema_field, to_output
-from .transport import RangeReader, Transport, TransportOptions
+from .options import TransportOptions
+from .ranges import RangeReader
+from .transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -203,11 +205,10 @@ def webdataset_pipeline(
     ranks unequal clip counts. For training, above all with DDP, use :class:`StreamingKinetics`.
     Only schema members are read (others are skipped unread); nothing is unpickled.
     """
-    _check_common(output_format, transform)
-    if not isinstance(shuffle, bool):
-        raise ValueError(f"shuffle={shuffle!r}: must be True or False")
-    buffer_opt = _int_option("shuffle_buffer", shuffle_buffer, 0, auto=True)
-    seed = _int_option("seed", seed, 0)
+    check_output(output_format, transform)
+    check_flag("shuffle", shuffle)
+    buffer_opt = int_option("shuffle_buffer", shuffle_buffer, 0, auto=True)
+    seed = int_option("seed", seed, 0)
     if not callable(handler):
         raise ValueError(f"handler={handler!r}: must be a webdataset handler (a callable taking the exception)")
     for name, splitter in (("nodesplitter", nodesplitter), ("workersplitter", workersplitter)):
