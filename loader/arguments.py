@@ -23,7 +23,7 @@ __all__ = [
     "int_option",
     "check_errors",
     "check_rank",
-    "rank_and_world",
+    "resolve_rank",
 ]
 
 ERROR_POLICIES = ("raise", "skip")
@@ -80,7 +80,7 @@ def check_rank(rank: Any, world_size: Any) -> tuple[Optional[int], Optional[int]
     return checked, world
 
 
-def rank_and_world(rank: Optional[int], world: Optional[int]) -> tuple[int, int]:
+def resolve_rank(rank: Optional[int], world: Optional[int]) -> tuple[int, int]:
     """``(rank, world_size)``: as given, else from ``torch.distributed`` when initialised, else (0, 1)."""
     if rank is None or world is None:
         import torch.distributed as dist

@@ -29,10 +29,10 @@ from .arguments import (
     check_output,
     check_rank,
     int_option,
-    rank_and_world,
+    resolve_rank,
 )
 from .dataloader import ClipLoader
-from .index import DatasetIndex, IndexedClasses
+from .index import ClassesFromIndex, DatasetIndex
 from .indexed import IndexedKinetics
 from .options import TransportOptions
 from .plan import AUTO, REMAINDERS, EpochPlan, auto_block_size, auto_shuffle_buffer, rank_length
@@ -46,7 +46,7 @@ __all__ = ["IndexedKinetics", "StreamingKinetics", "ERROR_POLICIES", "STATE_FORM
 Output = tuple[Any, torch.Tensor, int]
 
 
-class StreamingKinetics(IndexedClasses, ResumableDataset):
+class StreamingKinetics(ClassesFromIndex, ResumableDataset):
     """Iterable dataset for training: reads shards in sequential runs, shuffles by blocks and a buffer.
 
     Each epoch is a deterministic plan (see :mod:`clipshards.loader.plan`): blocks of up to
@@ -125,7 +125,7 @@ class StreamingKinetics(IndexedClasses, ResumableDataset):
 
     def rank_and_world(self) -> tuple[int, int]:
         """``(rank, world_size)``: as given, else from ``torch.distributed`` when initialised, else (0, 1)."""
-        return rank_and_world(self._rank, self._world)
+        return resolve_rank(self._rank, self._world)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -162,20 +162,14 @@ class StreamingKinetics(IndexedClasses, ResumableDataset):
         num_workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         epoch = self.epoch
         start = self.progress.start(epoch, num_workers)
-        in_process = info is None
-        if in_process:
-            self.progress.position = start
         logical = (wid + start.rotation) % num_workers
         clips, order = self._plan(epoch).worker_order(self.rank_and_world()[0], num_workers, logical)
         skip = start.consumed[logical]
         outputs = (self._output(item) for item in self._reader.in_order(clips, order, skip))
-        for out in fill_skipped(outputs, len(clips) - skip, partial(skips, self.errors),
-                                on_skip=partial(self.progress.count_skip, wid)):
-            if in_process:
-                self.progress.yielded()
-            yield out
-        if in_process:
-            self.progress.finished()
+        clips_out = fill_skipped(outputs, len(clips) - skip, partial(skips, self.errors),
+                                 on_skip=partial(self.progress.count_skip, wid))
+        # iterated here (no DataLoader workers): the position is known here, sample by sample
+        yield from (self.progress.track(start, clips_out) if info is None else clips_out)
 
     def _output(self, item: RawSample | ShardReadError) -> Output | ShardReadError:
         """A clip as the dataset yields it, or the error that makes it unreadable."""

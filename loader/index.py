@@ -25,7 +25,7 @@ from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetIndex", "ShardEntry", "IndexedClasses", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url"]
+__all__ = ["DatasetIndex", "ShardEntry", "ClassesFromIndex", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url"]
 
 INDEX_CHUNK = 64 * 1024
 _VIDEOS_KEY = b',"videos":['
@@ -177,7 +177,7 @@ class DatasetIndex:
         return shard, off, length
 
 
-class IndexedClasses:
+class ClassesFromIndex:
     """torchvision's ``classes`` and ``class_to_idx``, for a dataset over a :class:`DatasetIndex` (``self.index``)."""
 
     index: DatasetIndex

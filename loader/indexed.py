@@ -15,14 +15,14 @@ import torch
 from torch.utils.data import Dataset
 
 from .arguments import Transform, check_output
-from .index import DatasetIndex, IndexedClasses
+from .index import ClassesFromIndex, DatasetIndex
 from .options import TransportOptions
 from .reader import SampleReader, decode, to_output
 
 __all__ = ["IndexedKinetics"]
 
 
-class IndexedKinetics(IndexedClasses, Dataset):
+class IndexedKinetics(ClassesFromIndex, Dataset):
     """Map-style: ``ds[i]`` is clip ``i`` of the global clip order, the same as
     ``torchvision.datasets.Kinetics(root, frames_per_clip, ...)[i]``.
 

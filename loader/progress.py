@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Iterator, Mapping, Optional
+from typing import Any, ContextManager, Iterable, Iterator, Mapping, Optional, TypeVar
 
 import torch
 from torch.utils.data import IterableDataset
@@ -31,6 +31,7 @@ STATE_FORMAT = "clipshards.loader.StreamingKinetics"
 STATE_VERSION = 1
 SKIP_SLOTS = 64
 """Skip counters shared with the DataLoader workers (worker ``i`` counts in slot ``i % SKIP_SLOTS``)."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -127,9 +128,15 @@ class EpochProgress:
             )
         return copy.deepcopy(res)
 
-    def yielded(self) -> None:
-        """One sample yielded by an iteration in this process (one worker, no DataLoader workers)."""
-        self.position.consumed[0] += 1
+    def track(self, start: Position, samples: Iterable[T]) -> Iterator[T]:
+        """``samples``, an iteration in this process (no DataLoader workers) from ``start``,
+        with the position following them: each sample yielded is consumed; at the end the
+        epoch is finished."""
+        self.position = start
+        for sample in samples:
+            self.position.consumed[0] += 1
+            yield sample
+        self.finished()
 
     def finished(self) -> None:
         """The epoch was iterated to its end: a later iteration starts it afresh."""
