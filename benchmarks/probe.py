@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from .measure import children_pids, peak_rss_mib, vm_hwm_mib
 
-__all__ = ["first_batch", "convert_timing", "decode_timing", "convert_memory", "loader_memory", "main"]
+__all__ = ["HwmPoller", "first_batch", "convert_timing", "decode_timing", "convert_memory", "loader_memory", "main"]
 
 
 def first_batch(args: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def convert_memory(args: dict[str, Any]) -> dict[str, Any]:
             "frames": sum(v.frames for v in report.videos)}
 
 
-class _HwmPoller:
+class HwmPoller:
     """Keeps the largest ``VmHWM`` seen of each child process (DataLoader workers)."""
 
     def __init__(self, interval: float = 0.02):
@@ -106,7 +106,7 @@ class _HwmPoller:
             if v == v:
                 self.peaks[pid] = max(self.peaks.get(pid, 0.0), v)
 
-    def __enter__(self) -> "_HwmPoller":
+    def __enter__(self) -> "HwmPoller":
         self._thread.start()
         return self
 
@@ -127,7 +127,7 @@ def loader_memory(args: dict[str, Any]) -> dict[str, Any]:
     loader = ds.loader(batch_size=args["batch_size"], num_workers=args["workers"], persistent_workers=args["workers"] > 0)
     clips = 0
     limit = args.get("clips", 0)
-    with _HwmPoller() as poller:
+    with HwmPoller() as poller:
         it = iter(loader)
         for batch in it:
             clips += int(batch.label.shape[0])
