@@ -3,6 +3,9 @@
 ``root/<split>/<class>/**/<file>``: classes are the sorted sub-folder names; videos are
 listed per class in ``sorted(os.walk(class_dir, followlinks=True))`` order with each
 folder's file names sorted, keeping files whose lower-cased name ends with an extension.
+The walk is :class:`~clipshards.convert.walk.Walker`'s: symlink loops are not followed, a file
+reached twice is listed once, and names that are not UTF-8 are recorded escaped; each such
+case is a note in :attr:`DatasetLayout.notes`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .walk import DiscoveryNote, Walker, escape_surrogates
+
 __all__ = ["VideoEntry", "DatasetLayout", "discover", "normalize_extensions"]
 
 
 @dataclass(frozen=True)
 class VideoEntry:
-    """One candidate video: its position in the global order, path and label."""
+    """One candidate video: its position in the global order, path and label.
+
+    ``path`` opens the file; ``relpath`` and ``class_name`` are valid UTF-8 (see
+    :func:`~clipshards.convert.walk.escape_surrogates`); ``stamp`` tells a changed file from
+    an unchanged one of the same size (:func:`~clipshards.convert.walk.file_stamp`).
+    """
 
     index: int
     path: str
@@ -25,6 +35,7 @@ class VideoEntry:
     label: int
     class_name: str
     size: int
+    stamp: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class DatasetLayout:
     classes: tuple[str, ...]
     videos: tuple[VideoEntry, ...]
     empty_classes: tuple[str, ...]
+    notes: tuple[DiscoveryNote, ...] = ()  # loops, duplicates, odd names: what the walk did and why
 
 
 def normalize_extensions(extensions: Sequence[str] | str) -> tuple[str, ...]:
@@ -61,34 +73,19 @@ def discover(root: str | os.PathLike, split: str, extensions: Sequence[str]) -> 
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no split folder {str(split_dir)!r}: expected ROOT/{split}/<class>/<video>")
-    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
-    if not classes:
+    folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not folders:
         raise FileNotFoundError(f"no class folders under {str(split_dir)!r}")
+    walker = Walker(root, exts)
+    classes = [escape_surrogates(name) for name in folders]
     videos: list[VideoEntry] = []
     empty: list[str] = []
-    for label, cls in enumerate(classes):
-        class_dir = os.path.join(split_dir, cls)
-        found = 0
-        for dirpath, _dirs, files in sorted(os.walk(class_dir, followlinks=True)):
-            for name in sorted(files):
-                if not name.lower().endswith(exts):
-                    continue
-                path = os.path.join(dirpath, name)
-                try:
-                    size = os.path.getsize(path)
-                except OSError:
-                    size = -1
-                videos.append(
-                    VideoEntry(
-                        index=len(videos),
-                        path=path,
-                        relpath=os.path.relpath(path, root).replace(os.sep, "/"),
-                        label=label,
-                        class_name=cls,
-                        size=size,
-                    )
-                )
-                found += 1
+    for label, (folder, cls) in enumerate(zip(folders, classes)):
+        if cls != folder:
+            walker.note("name", os.path.join(split_dir, folder), "class folder name is not valid UTF-8: recorded escaped")
+        found = walker.files(os.path.join(split_dir, folder))
+        for f in found:
+            videos.append(VideoEntry(len(videos), f.path, f.relpath, label, cls, f.size, f.stamp))
         if not found:
             empty.append(cls)
-    return DatasetLayout(str(root), split, tuple(classes), tuple(videos), tuple(empty))
+    return DatasetLayout(str(root), split, tuple(classes), tuple(videos), tuple(empty), tuple(walker.notes))

@@ -21,12 +21,12 @@ LAYERS = [
     ["cli", "__init__"],
     ["example", "tools"],
     ["api", "inspection", "verify", "preview"],  # the pipeline; the three commands
-    ["engine", "packer", "resume", "plan", "output"],
+    ["engine", "packer", "resume", "plan", "output", "lock"],
     ["spool", "index"],
     ["worker"],
     ["writer", "decode", "errors", "options"],
     ["schema", "storage", "clips", "layout", "report", "synth"],
-    ["units"],
+    ["units", "walk"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
