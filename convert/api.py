@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+from contextlib import nullcontext
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm as _tqdm
@@ -21,6 +22,7 @@ from .engine import Engine, WorkerCrashed, make_engine
 from .errors import ConversionError, StrictModeError
 from .index import read_json, report_from_index, write_index
 from .layout import DatasetLayout, VideoEntry, discover
+from .lock import FileLock, Lease, lock_output
 from .options import ConvertOptions, load_config
 from .packer import ShardPacker
 from .plan import Plan, make_plan, probe_entry, probe_entry_header
@@ -75,19 +77,30 @@ def convert(
     fingerprint = _fingerprint(layout, opts)
     if engine == "local":
         remove_orphan_spools()
-    existing = read_json(loc, INDEX_NAME)
-    if existing is not None and not opts.dry_run:
-        done = _existing_output(loc, existing, fingerprint, opts, overwrite=overwrite)
-        if done is not None:
-            return done
+    # one writer per output, from before it is read until its index is written (a dry run writes nothing)
+    with nullcontext(None) if opts.dry_run else lock_output(loc) as lock:
+        existing = read_json(loc, INDEX_NAME)
+        if existing is not None and not opts.dry_run:
+            done = _existing_output(loc, existing, fingerprint, opts, layout, overwrite=overwrite)
+            if done is not None:
+                return done
+        report = _convert_held(layout, opts, loc, lock, fingerprint, engine, ray_address, overwrite=overwrite and existing is not None)
+    report.seconds = time.perf_counter() - started
+    if not report.dry_run:
+        logger.info(report.summary())
+    return report
 
+
+def _convert_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, lock: Optional[FileLock | Lease],
+                  fingerprint: str, engine: str, ray_address: Optional[str], *, overwrite: bool) -> ConvertReport:
+    """Probe, plan and (unless a dry run) convert, with the output's lock held."""
     with make_engine(engine, opts.workers if engine == "ray" else opts.resolved_workers, ray_address) as eng:
         plan = _probe_and_plan(eng, layout, opts)
-        report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json())
+        report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json(),
+                               discovery=[n.to_json() for n in layout.notes])
         if opts.dry_run:
             report.dry_run = True
             report.videos = _planned_records(layout, plan)
-            report.seconds = time.perf_counter() - started
             return report
         if opts.strict and plan.unreadable:
             report.videos = _planned_records(layout, plan)
@@ -97,9 +110,10 @@ def convert(
                 f"(first: {layout.videos[first].relpath}: {plan.unreadable[first]})",
                 report,
             )
-        if existing is not None and overwrite:
+        if overwrite:
             _clear(loc)
-        run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report)
+        assert lock is not None
+        run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report, lock)
         try:
             run.execute()
         except OSError as exc:
@@ -107,8 +121,6 @@ def convert(
                 f"writing {loc.url} failed ({type(exc).__name__}: {exc}); finished shards are kept, "
                 "run the same command again to resume"
             ) from exc
-    report.seconds = time.perf_counter() - started
-    logger.info(report.summary())
     return report
 
 
@@ -128,17 +140,31 @@ def _resolve_options(options: Optional[ConvertOptions], config: Any, values: Map
 
 
 def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
-    """What makes two runs the same conversion: the output options and every video's path and size."""
+    """What makes two runs the same conversion: the output options and every video's path, size
+    and stamp (modification time, or a hash of its ends where the filesystem keeps none), so a
+    source rewritten in place is noticed by a rerun and a resume. Only this hash is recorded:
+    the same files give the same index bytes; a copy of the dataset (new mtimes) reconverts."""
     desc = {
         "options": opts.output_options(),
         "classes": list(layout.classes),
-        "videos": [[v.relpath, v.size] for v in layout.videos],
+        "videos": [[v.relpath, v.size, v.stamp] for v in layout.videos],
     }
     return hashlib.sha256(dumps_json(desc)).hexdigest()
 
 
-def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opts: ConvertOptions, *,
-                     overwrite: bool) -> Optional[ConvertReport]:
+def _input_change(index: Mapping[str, Any], layout: DatasetLayout, opts: ConvertOptions) -> str:
+    """How the input differs from what ``index`` was converted from, when its options are these."""
+    if index.get("options") != opts.output_options() or index.get("classes") != list(layout.classes):
+        return ""
+    before = {v.get("path") for v in index.get("videos", [])}
+    now = {v.relpath for v in layout.videos}
+    if before == now:
+        return " (the same files, but some changed since: size or modification time)"
+    return f" (the input changed since: {len(now - before)} videos added, {len(before - now)} removed)"
+
+
+def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opts: ConvertOptions,
+                     layout: DatasetLayout, *, overwrite: bool) -> Optional[ConvertReport]:
     """``loc`` already holds a finished conversion: its report when it is this one; else it is
     cleared (``overwrite``) or refused."""
     if index.get("fingerprint") == fingerprint:
@@ -148,7 +174,7 @@ def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opt
         return report_from_index(index, report_json, loc.url, opts.split)
     if not overwrite:
         raise ConversionError(
-            f"{loc.url} already holds a conversion of other input or options; "
+            f"{loc.url} already holds a conversion of other input or options{_input_change(index, layout, opts)}; "
             "choose another OUT or pass overwrite=True (--overwrite)"
         )
     _clear(loc)
@@ -202,8 +228,9 @@ class _Run:
     a record per video, done-markers, and the index at the end."""
 
     def __init__(self, layout: DatasetLayout, opts: ConvertOptions, loc: Location, eng: Engine, plan: Plan,
-                 fingerprint: str, engine_name: str, report: ConvertReport):
+                 fingerprint: str, engine_name: str, report: ConvertReport, lock: FileLock | Lease):
         self.layout, self.opts, self.loc, self.eng, self.plan = layout, opts, loc, eng, plan
+        self.lock = lock  # checked after each video: a run that lost its lease stops
         self.fingerprint = fingerprint
         self.engine_name = engine_name
         self.report = report
@@ -246,10 +273,12 @@ class _Run:
                         res = VideoResult(e.index, ok=False, reason=f"decoder crashed: {res}")
                     self._consume(e, rec, res, spool, packer, start_clip if e.index == start_video else 0)
                 self._video_done(e, rec)
+                self.lock.check()
                 bar.update(1)
                 bar.set_postfix_str(f"{packer.clips} clips, {human_bytes(packer.bytes_written)}")
             if packer.writer is not None:
                 packer.finish(next_cursor=(len(layout.videos), 0))
+            self.lock.check()
             self._write_index(packer)
         except BaseException as exc:
             packer.abort()

@@ -11,8 +11,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,7 +23,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "LocalEngine", "RayEngine", "make_engine", "WorkerCrashed", "WorkerStartError", "keep_freed_memory"]
+__all__ = [
+    "Engine", "LocalEngine", "RayEngine", "make_engine", "WorkerCrashed", "WorkerStartError", "keep_freed_memory",
+    "die_with_parent",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,7 +85,8 @@ class LocalEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(start_method()), initializer=keep_freed_memory
+            self.workers, mp_context=multiprocessing.get_context(start_method()), initializer=_init_worker,
+            initargs=(os.getpid(),),
         )
         return self._pool
 
@@ -132,6 +139,39 @@ class LocalEngine(Engine):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _init_worker(parent: int) -> None:
+    die_with_parent(parent)
+    keep_freed_memory()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this pool worker exit when process ``parent`` dies, however it dies (``kill -9``
+    included): a worker left behind would decode for minutes into a spool no one reads.
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``) when the thread that
+    started the worker exits; elsewhere a thread checks the parent every second.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="clipshards-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 _M_TRIM_THRESHOLD = -1

@@ -13,7 +13,7 @@ from .report import EXIT_STRICT
 if TYPE_CHECKING:  # pragma: no cover
     from .report import ConvertReport
 
-__all__ = ["ConversionError", "StrictModeError"]
+__all__ = ["ConversionError", "StrictModeError", "OutputLocked", "OutputUnusable"]
 
 
 class ConversionError(RuntimeError):
@@ -30,3 +30,13 @@ class StrictModeError(ConversionError):
     def __init__(self, message: str, report: "ConvertReport"):
         super().__init__(message)
         self.report = report
+
+
+class OutputLocked(ConversionError):
+    """Another run is writing this output (see :mod:`.lock`), or took it over from this run."""
+
+
+class OutputUnusable(ConversionError):
+    """OUT cannot hold the output at all (not a folder, read-only, no permission): a bad argument."""
+
+    exit_code = 2

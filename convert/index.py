@@ -95,7 +95,7 @@ def write_index(
 
 def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], url: str, split: str) -> ConvertReport:
     """The report of a finished conversion, rebuilt from its index (and ``report.json``'s plan)."""
-    report = ConvertReport(out=url, split=split, plan=report_json.get("plan"))
+    report = ConvertReport(out=url, split=split, plan=report_json.get("plan"), discovery=list(report_json.get("discovery") or []))
     report.videos = [VideoRecord.from_json(v) for v in index["videos"]]
     report.shards = list(index["shards"])
     report.clips = int(index["counts"]["clips"])

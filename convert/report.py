@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from .units import human_bytes
+from .walk import escape_surrogates
 
 __all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT", "human_bytes"]
 
@@ -36,7 +37,8 @@ class VideoRecord:
     warning: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As JSON; texts valid UTF-8 (a decoder's message may quote an undecodable file name)."""
+        return {k: escape_surrogates(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VideoRecord":
@@ -57,6 +59,7 @@ class ConvertReport:
     resumed_shards: int = 0
     dry_run: bool = False
     plan: Optional[dict[str, Any]] = None
+    discovery: list[dict[str, str]] = field(default_factory=list)  # DiscoveryNote.to_json(): loops, duplicates, odd names
 
     @property
     def skipped(self) -> list[VideoRecord]:
@@ -82,7 +85,10 @@ class ConvertReport:
                 lines.append(f"  {v.path}: {v.reason}")
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more (see report.json)")
-        return "\n".join(lines)
+        if self.discovery:
+            lines.append(f"{len(self.discovery)} notes from discovery (see report.json):")
+            lines += [f"  {n['path']}: {n['reason']}" for n in self.discovery[:20]]
+        return escape_surrogates("\n".join(lines))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +106,7 @@ class ConvertReport:
             "resumed_shards": self.resumed_shards,
             "plan": self.plan,
             "shards": self.shards,
-            "skipped": [{"path": v.path, "status": v.status, "reason": v.reason} for v in self.skipped],
+            "skipped": [{k: r[k] for k in ("path", "status", "reason")} for r in map(VideoRecord.to_json, self.skipped)],
+            "discovery": self.discovery,
             "videos": [v.to_json() for v in self.videos],
         }
