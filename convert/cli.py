@@ -102,7 +102,11 @@ def run_convert(args: argparse.Namespace) -> int:
     from .api import ConversionError, StrictModeError, convert
     from .storage import parse_storage_options
 
-    opts = options_from_args(args)
+    try:
+        opts = options_from_args(args)
+    except ValueError as exc:  # every option is checked here, before anything runs: one line, status 2
+        sys.stderr.write(f"{getattr(args, 'prog', 'clipshards convert')}: error: {exc}\n")
+        raise SystemExit(2) from None  # as argparse does for a bad argument
     try:
         report = convert(
             args.root, args.out, options=opts, engine=args.engine, ray_address=args.ray_address,
@@ -137,6 +141,7 @@ def build_convert_parser(prog: str = "clipshards convert") -> argparse.ArgumentP
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_convert_arguments(p)
+    p.set_defaults(prog=p.prog)
     return p
 
 
@@ -149,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS_HELP,
     )
     add_convert_arguments(c)
-    c.set_defaults(func=run_convert)
+    c.set_defaults(func=run_convert, prog=c.prog)
     e = sub.add_parser(
         "example", help="make a tiny dataset, convert it and load it back (a smoke test of the whole path)",
         description="Write a tiny Kinetics-layout dataset to DIR/dataset with PyAV, convert it to DIR/shards "

@@ -21,6 +21,23 @@ __all__ = ["ConvertOptions", "load_config", "SPLITS"]
 SPLITS = ("train", "val", "test")
 NUM_CLASSES = ("400", "600", "700")
 DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
+MAX_FRAME_RATE = 1000.0
+
+INT_RANGES: dict[str, tuple[int, int, str]] = {  # option: (lowest, highest, what a value means)
+    "frames_per_clip": (1, 10_000, ""),
+    "step_between_clips": (1, 1_000_000, ""),
+    "video_width": (0, 16384, " (0 keeps the source value)"),
+    "video_height": (0, 16384, " (0 keeps the source value)"),
+    "video_min_dimension": (0, 16384, " (0 keeps the source value)"),
+    "audio_samples": (0, 768_000, " (Hz; 0 keeps the source rate)"),
+    "audio_channels": (0, 8, " (0 keeps the source channels)"),
+    "jpeg_quality": (1, 100, ""),
+    "shard_size": (1 << 10, 1 << 40, " bytes (1 KiB..1 TiB)"),
+    "workers": (0, 1024, " (0 means one per CPU core)"),
+    "decoder_threads": (0, 256, " (0 lets FFmpeg choose; default 1: workers give the parallelism)"),
+}
+"""Accepted ranges of the integer options: a value outside is refused when the options are made,
+not found out hours into a run (or never: some made the run hang)."""
 
 
 @dataclass(frozen=True)
@@ -63,22 +80,20 @@ class ConvertOptions:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
 
-        for name in ("frames_per_clip", "step_between_clips"):
+        for name, (lo, hi, meaning) in INT_RANGES.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                bad(name, "must be an integer >= 1")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                bad(name, f"must be an integer in {lo}..{hi}{meaning}")
         if self.split not in SPLITS:
             bad("split", f"must be one of {SPLITS}")
         if self.frame_rate is not None:
-            if isinstance(self.frame_rate, bool) or not isinstance(self.frame_rate, (int, float)) or not self.frame_rate > 0:
-                bad("frame_rate", "must be a number > 0, or None to keep every frame")
-        for name in ("video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                bad(name, "must be an integer >= 0 (0 keeps the source value)")
-        if self.audio_channels > 8:
-            bad("audio_channels", "at most 8 channels are supported")
-        object.__setattr__(self, "extensions", normalize_extensions(self.extensions))
+            v = self.frame_rate
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_FRAME_RATE:
+                bad("frame_rate", f"must be a number of frames per second in (0, {MAX_FRAME_RATE}], or None to keep every frame")
+        try:
+            object.__setattr__(self, "extensions", normalize_extensions(self.extensions))
+        except (ValueError, AttributeError, TypeError) as exc:
+            bad("extensions", f"{exc} (give file extensions such as 'avi,mp4')")
         object.__setattr__(self, "num_classes", str(self.num_classes))
         if self.num_classes not in NUM_CLASSES:
             bad("num_classes", f"must be one of {NUM_CLASSES}")
@@ -86,14 +101,6 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
-        if isinstance(self.jpeg_quality, bool) or not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
-            bad("jpeg_quality", "must be an integer in 1..100")
-        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1024:
-            bad("shard_size", "must be an integer number of bytes >= 1024")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            bad("workers", "must be an integer >= 0 (0 means one per CPU core)")
-        if isinstance(self.decoder_threads, bool) or not isinstance(self.decoder_threads, int) or self.decoder_threads < 0:
-            bad("decoder_threads", "must be an integer >= 0 (0 lets FFmpeg choose; default 1: workers give the parallelism)")
 
     @property
     def resolved_workers(self) -> int:
