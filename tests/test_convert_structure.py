@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Mapping
+
+from structure_checks import against_layers, cycles, modules, too_long
 
 CONVERT = Path(__file__).resolve().parents[1] / "convert"
-MAX_CLASS_LINES = 150
-MAX_FUNCTION_LINES = 80
 
 # top to bottom: a module imports (at run time or for types) only modules of a lower layer
 LAYERS = [
@@ -32,58 +31,7 @@ RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 
 def _modules() -> dict[str, ast.Module]:
-    return {f.stem: ast.parse(f.read_text(encoding="utf-8"), filename=str(f)) for f in sorted(CONVERT.glob("*.py"))}
-
-
-def _imports(tree: ast.Module) -> list[tuple[str, int]]:
-    """``(module, line)`` of each relative import of a sibling module."""
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-            out += [(n, node.lineno) for n in names]
-    return out
-
-
-def too_long(modules: Mapping[str, ast.Module]) -> list[str]:
-    found = []
-    for name, tree in modules.items():
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
-                lines = node.end_lineno - node.lineno + 1
-                if lines > limit:
-                    found.append(f"{name}.{node.name}: {lines} lines (at most {limit})")
-    return found
-
-
-def against_layers(modules: Mapping[str, ast.Module], rank: Mapping[str, int]) -> list[str]:
-    found = []
-    for name, tree in modules.items():
-        for target, line in _imports(tree):
-            if target != name and target in rank and name in rank and rank[target] <= rank[name]:
-                found.append(f"{name}.py:{line}: imports {target} (layer {rank[target]}) from layer {rank[name]}")
-    return found
-
-
-def cycles(modules: Mapping[str, ast.Module]) -> list[list[str]]:
-    graph = {name: {t for t, _ in _imports(tree)} & set(modules) for name, tree in modules.items()}
-    state: dict[str, int] = {}
-    found: list[list[str]] = []
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for d in sorted(graph[m]):
-            if state.get(d) == 1:
-                found.append(path[path.index(d):] + [d])
-            elif d not in state:
-                visit(d, path + [d])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
-    return found
+    return modules(CONVERT)
 
 
 def test_the_checks_see_the_package():
