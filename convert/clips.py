@@ -22,6 +22,11 @@ __all__ = [
     "clip_count",
     "audio_window",
     "frame_store_counts",
+    "selected_counts",
+    "selected_indices",
+    "clip_counts",
+    "audio_sample_at",
+    "clip_audio_range",
 ]
 
 
@@ -150,3 +155,60 @@ def _check_window(frames_per_clip: int, step_between_clips: int) -> None:
         raise ValueError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
     if step_between_clips < 1:
         raise ValueError(f"step_between_clips must be >= 1, got {step_between_clips}")
+
+
+# -- vectorised twins: the same arithmetic over many videos at once (the loader counts the clips
+# of every video of a ``videos`` layout output for any T, S and frame rate this way) ----------
+
+
+def selected_counts(num_frames: np.ndarray, fps: np.ndarray, frame_rate: Optional[float]) -> np.ndarray:
+    """:func:`selected_count` of each video (``num_frames``, ``fps``: arrays of one row a video), int64."""
+    n = np.asarray(num_frames, dtype=np.int64)
+    if frame_rate is None:
+        return n.copy()
+    f = np.asarray(fps, dtype=np.float64)
+    step = f / float(frame_rate)
+    integral = step == np.floor(step)
+    whole = np.where(integral, step, 1.0).astype(np.int64)
+    by_step = -(-n // np.maximum(whole, 1))
+    by_rate = np.floor(n * float(frame_rate) / np.where(f > 0, f, 1.0)).astype(np.int64)
+    return np.where(integral, by_step, by_rate)
+
+
+def selected_indices(k: np.ndarray, fps: float, frame_rate: Optional[float]) -> np.ndarray:
+    """:func:`selected_index` of each resampled entry ``k`` of one video, int64."""
+    k = np.asarray(k, dtype=np.int64)
+    if frame_rate is None:
+        return k.copy()
+    step = float(fps) / float(frame_rate)
+    if step.is_integer():
+        return k * int(step)
+    return np.floor(k.astype(np.float32) * np.float32(step)).astype(np.int64)
+
+
+def clip_counts(num_entries: np.ndarray, frames_per_clip: int, step_between_clips: int) -> np.ndarray:
+    """:func:`clip_count` of each video, int64."""
+    _check_window(frames_per_clip, step_between_clips)
+    n = np.asarray(num_entries, dtype=np.int64)
+    return np.where(n >= frames_per_clip, (n - frames_per_clip) // step_between_clips + 1, 0)
+
+
+def audio_sample_at(frame: np.ndarray | int, fps: float, sample_rate: int, first_audio_time: float,
+                    total_samples: int) -> np.ndarray:
+    """Where the audio of source frame ``frame`` starts (its first sample), within ``[0, total_samples]``.
+
+    The window of :func:`audio_window` for frames ``s..e`` is ``[at(s), at(e + 1))``: both of its
+    ends are this function of a frame index, with the same float arithmetic, so a video's whole
+    audio track cut at these points gives every clip's audio exactly.
+    """
+    t = np.asarray(frame, dtype=np.float64) / fps
+    at = np.floor((t - first_audio_time) * sample_rate + 0.5)
+    return np.clip(at, 0, total_samples).astype(np.int64)
+
+
+def clip_audio_range(first_frame: int, last_frame: int, fps: float, sample_rate: int, first_audio_time: float,
+                     total_samples: int) -> tuple[int, int]:
+    """:func:`audio_window` capped at ``total_samples`` and never reversed, the range a decoder
+    that read the whole track gives: ``[at(first), at(last + 1))``."""
+    a, b = audio_sample_at(np.array([first_frame, last_frame + 1]), fps, sample_rate, first_audio_time, total_samples)
+    return int(a), int(max(a, b))

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import io
 import json
+import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
@@ -48,6 +49,13 @@ __all__ = [
     "INDEX_NAME",
     "REPORT_NAME",
     "OFFSETS_NAME",
+    "OFFSETS_COLUMNS",
+    "CLIP_CHECKSUM",
+    "clip_checksum",
+    "key_number",
+    "key_of_number",
+    "parse_label",
+    "check_plain_name",
     "VIDEO_MEMBER",
     "AUDIO_MEMBER",
     "LABEL_MEMBER",
@@ -65,11 +73,24 @@ __all__ = [
     "JpegFrames",
     "dumps_json",
     "check_index_version",
+    "index_layout",
+    "LAYOUTS",
+    "LAYOUT_CLIPS",
+    "LAYOUT_VIDEOS",
+    "VIDEOS_FORMAT_VERSION",
 ]
 
 FORMAT_NAME = "clipshards"
 FORMAT_VERSION = 1
 CODECS = ("raw", "jpeg")
+# Output layouts: ``clips`` (one sample per clip, index version 1, the default) and ``videos``
+# (one sample per video, clips cut when loading; index version 2 with ``"layout": "videos"``,
+# see :mod:`clipshards.convert.video_sample`). A version-2 index must name its layout.
+LAYOUT_CLIPS = "clips"
+LAYOUT_VIDEOS = "videos"
+LAYOUTS = (LAYOUT_CLIPS, LAYOUT_VIDEOS)
+VIDEOS_FORMAT_VERSION = 2
+_VERSION_LAYOUTS = {FORMAT_VERSION: (LAYOUT_CLIPS,), VIDEOS_FORMAT_VERSION: LAYOUTS}
 # How the index records the content of each shard and of offsets.npy: the entry's key names the
 # algorithm. XXH3-128 (default) detects corruption as surely as any 128-bit hash and runs at
 # memory speed (~60 GB/s here); SHA-256 (~1.8 GB/s) cost a raw conversion a third of a core.
@@ -77,6 +98,14 @@ CHECKSUMS = ("xxh3_128", "sha256")
 INDEX_NAME = "index.json"
 REPORT_NAME = "report.json"
 OFFSETS_NAME = "offsets.npy"
+# offsets.npy: an int64 row per clip, in global clip order. Index version 1: (offset, length)
+# of the clip's bytes in its shard. Version 2: OFFSETS_COLUMNS, so that a loader checks each clip
+# it reads against what the converter wrote without reading the per-video records: the sample's
+# key (:func:`key_number`), its label and the CLIP_CHECKSUM of its bytes (:func:`clip_checksum`).
+OFFSETS_COLUMNS = ("offset", "length", "key", "label", "checksum")
+CLIP_CHECKSUM = "xxh3_64"
+_CLIPS_PER_KEY = 10**6  # clip_key's 6 clip digits
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 VIDEO_MEMBER = "video.npy"
 AUDIO_MEMBER = "audio.npy"
@@ -120,6 +149,45 @@ def entry_checksum(entry: Mapping[str, Any]) -> tuple[str, str]:
 def clip_key(video_index: int, clip_index: int) -> str:
     """Sample key of clip ``clip_index`` of video ``video_index`` (global discovery order)."""
     return f"{video_index:08d}_{clip_index:06d}"
+
+
+def key_number(video_index: int, clip_index: int) -> int:
+    """:func:`clip_key` as the integer offsets.npy records: its digits without the underscore."""
+    if not 0 <= clip_index < _CLIPS_PER_KEY or video_index < 0:
+        raise ValueError(f"clip {clip_index} of video {video_index}: outside what a sample key can name")
+    return video_index * _CLIPS_PER_KEY + clip_index
+
+
+def key_of_number(number: int) -> str:
+    """The sample key a :func:`key_number` stands for ("?" for a negative number: a damaged row)."""
+    return clip_key(*divmod(int(number), _CLIPS_PER_KEY)) if number >= 0 else "?"
+
+
+def clip_checksum(data: bytes | memoryview) -> int:
+    """XXH3-64 of a clip's bytes as the signed int64 offsets.npy stores (~30 GB/s: the loader
+    checks every clip it reads)."""
+    value = xxhash.xxh3_64_intdigest(data)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def check_plain_name(name: Any, *, what: str, where: str) -> str:
+    """``name`` when it is a plain file name inside the folder (letters, digits, ``.``, ``_``,
+    ``-``, not starting with a dot: no path, no ``..``, no URL scheme), else
+    :class:`ShardFormatError`: an index names only its own files."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        shown = repr(name) if isinstance(name, str) and len(name) <= 80 else f"a {type(name).__name__}"
+        raise ShardFormatError(f"{where}: {what} name {shown} is not a plain file name inside the dataset "
+                               "(no '/', '..', URL scheme or leading dot)")
+    return name
+
+
+def parse_label(data: bytes | memoryview) -> int:
+    """A label member (decimal ASCII digits, as the converter writes it); the error never
+    quotes the bytes (a hostile index could point at any file)."""
+    raw = bytes(data)
+    if not 0 < len(raw) <= 9 or not raw.isdigit():
+        raise ShardFormatError(f"label member is not a decimal number ({len(raw)} bytes)")
+    return int(raw)
 
 
 def shard_name(split: str, shard_index: int) -> str:
@@ -247,6 +315,25 @@ def decode_jpeg(data: bytes | memoryview, out: Optional[np.ndarray] = None) -> n
     return out
 
 
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
+    """``(height, width)`` from a JPEG frame's header, nothing decoded."""
+    if _simplejpeg is not None:
+        try:
+            h, w = _simplejpeg.decode_jpeg_header(data)[:2]
+        except ValueError as exc:
+            raise ShardFormatError(f"not a JPEG frame: {exc}") from exc
+        return int(h), int(w)
+    from PIL import Image, UnidentifiedImageError  # pragma: no cover - a platform without simplejpeg
+
+    try:  # pragma: no cover
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                raise ShardFormatError(f"frame is {img.format}, not JPEG")
+            return int(img.height), int(img.width)
+    except (UnidentifiedImageError, OSError) as exc:  # pragma: no cover
+        raise ShardFormatError(f"not a JPEG frame: {exc}") from exc
+
+
 def decode_jpeg_frames(frames: list[bytes | memoryview], alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None) -> np.ndarray:
     """The frames of one clip decoded into one ``[T, H, W, 3]`` array (from ``alloc(shape)``
     when given): no per-frame arrays, no stacking copy."""
@@ -262,16 +349,15 @@ class JpegFrames:
 
     __slots__ = ("frames", "shape")
 
-    def __init__(self, frames: list[bytes | memoryview]) -> None:
+    def __init__(self, frames: list[bytes | memoryview], *, max_size: Optional[tuple[int, int]] = None) -> None:
+        """``max_size``: ``(height, width)`` no frame may exceed; a header claiming more is
+        refused before anything is decoded (a 30000x30000 header would cost 2.7 GB)."""
         if not frames:
             raise ShardFormatError("sample has no JPEG frame")
-        if _simplejpeg is not None:
-            try:
-                h, w = _simplejpeg.decode_jpeg_header(frames[0])[:2]
-            except ValueError as exc:
-                raise ShardFormatError(f"not a JPEG frame: {exc}") from exc
-        else:  # pragma: no cover
-            h, w = decode_jpeg(frames[0]).shape[:2]
+        h, w = jpeg_size(frames[0])
+        if max_size is not None and (h > max_size[0] or w > max_size[1]):
+            raise ShardFormatError(f"JPEG frame header says {w}x{h}, larger than the index's largest frame "
+                                   f"{max_size[1]}x{max_size[0]}: refused before decoding")
         self.frames = frames
         self.shape = (len(frames), int(h), int(w), 3)
 
@@ -349,17 +435,35 @@ def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
     return {"video": video, "audio": audio, "label": label, "meta": meta}
 
 
-def check_index_version(index: Mapping[str, Any], *, where: str = "") -> None:
-    """Raise a clear error when an index is not a clipshards index this code can read."""
+def index_layout(index: Mapping[str, Any]) -> str:
+    """The layout an index says its output has (``clips`` for version 1, which predates layouts)."""
+    return str(index.get("layout", LAYOUT_CLIPS)) if index.get("version") != VIDEOS_FORMAT_VERSION else str(index.get("layout"))
+
+
+def check_index_version(index: Mapping[str, Any], *, where: str = "", layouts: tuple[str, ...] = (LAYOUT_CLIPS,)) -> str:
+    """Raise a clear error when an index is not a clipshards index this code can read; returns
+    its layout. ``layouts``: those the caller reads (an output of another layout is refused
+    with the same message as an unknown version, naming the layout and what reads it)."""
     fmt = index.get("format")
     version = index.get("version")
     if fmt != FORMAT_NAME:
         raise ShardFormatError(f"{where}: not a clipshards index (format={fmt!r})")
-    if version != FORMAT_VERSION:
+    layout = index_layout(index)
+    if layout not in _VERSION_LAYOUTS.get(version, ()):  # type: ignore[call-overload]
         raise ShardFormatError(
             f"{where}: index format version {version!r} is not supported by this clipshards "
-            f"(reads version {FORMAT_VERSION}); convert again or install a matching release"
+            f"(reads version {FORMAT_VERSION}, and {VIDEOS_FORMAT_VERSION} for the {LAYOUT_VIDEOS!r} layout); "
+            "convert again or install a matching release"
         )
+    if layout not in layouts:
+        raise ShardFormatError(
+            f"{where}: index format version {version!r} is not supported here: it is a {layout!r} layout output "
+            f"(this reads {' or '.join(map(repr, layouts))}); " + (
+                "read it with IndexedKinetics(url, frames_per_clip=..., step_between_clips=..., frame_rate=...) "
+                "or StreamingKinetics(url, clips_per_video=...)" if layout == LAYOUT_VIDEOS
+                else "read it with IndexedKinetics or StreamingKinetics")
+        )
+    return layout
 
 
 def member_field(name: str) -> tuple[str, str]:
