@@ -9,6 +9,7 @@ last (:mod:`.index`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,7 +22,8 @@ from tqdm.auto import tqdm as _tqdm
 from .engine import Engine, WorkerCrashed, make_engine
 from .errors import ConversionError, StrictModeError
 from .index import read_json, report_from_index, write_index
-from .layout import DatasetLayout, VideoEntry, discover
+from .folds import FOLD_DATASETS, AnnotationError, read_fold_lists
+from .layout import DatasetLayout, VideoEntry, discover, discover_classes
 from .lock import FileLock, Lease, lock_output
 from .options import ConvertOptions, load_config
 from .packer import ShardPacker
@@ -57,6 +59,7 @@ def convert(
     ray_address: Optional[str] = None,
     storage_options: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
+    annotation_path: Optional[str | os.PathLike] = None,
     **option_values: Any,
 ) -> ConvertReport:
     """Convert ``root/<split>/<class>/<video>`` into clip shards under ``out/<split>/``.
@@ -64,14 +67,18 @@ def convert(
     Options come from ``options``, else from ``config`` (a TOML preset) updated with
     ``option_values`` (the fields of :class:`ConvertOptions`, e.g. ``frames_per_clip=16``).
     Returns the :class:`ConvertReport`; skipped videos are listed there, not raised.
+    With ``dataset="ucf101"`` or ``"hmdb51"``, ``root/<class>/<video>.avi`` goes to
+    ``out/all/`` and the index records each video's folds, read from the annotation files in
+    the folder ``annotation_path`` (see :mod:`.folds`).
     """
     opts = _resolve_options(options, config, option_values)
     started = time.perf_counter()
-    layout = discover(root, opts.split, opts.extensions)
+    layout = _discover(root, opts, annotation_path)
     loc = Location(out, storage_options).child(opts.split)
     logger.info(
         "converting %s (%d classes, %d videos) to %s [storage options %s]",
-        os.path.join(os.fspath(root), opts.split), len(layout.classes), len(layout.videos), loc.url,
+        os.fspath(root) if layout.annotations else os.path.join(os.fspath(root), opts.split), len(layout.classes),
+        len(layout.videos), loc.url,
         redact(storage_options),
     )
     fingerprint = _fingerprint(layout, opts)
@@ -139,6 +146,26 @@ def _resolve_options(options: Optional[ConvertOptions], config: Any, values: Map
         raise ValueError(f"unknown option: {exc}") from exc
 
 
+def _discover(root: str | os.PathLike, opts: ConvertOptions, annotation_path: Optional[str | os.PathLike]) -> DatasetLayout:
+    """ROOT's classes and videos; for UCF101/HMDB51 with each video's folds from the annotation files."""
+    if opts.dataset not in FOLD_DATASETS:
+        if annotation_path is not None:
+            raise ValueError(f"annotation_path={os.fspath(annotation_path)!r}: only dataset 'ucf101' or 'hmdb51' "
+                             f"reads annotation files (dataset is {opts.dataset!r})")
+        return discover(root, opts.split, opts.extensions)
+    if annotation_path is None:
+        raise ValueError(f"dataset={opts.dataset!r} needs annotation_path (--annotation-path): the folder holding "
+                         "its split files")
+    lists = read_fold_lists(opts.dataset, annotation_path)
+    layout = discover_classes(root, opts.extensions, split=opts.split)
+    videos = tuple(dataclasses.replace(v, folds=tuple(lists.membership(v.relpath))) for v in layout.videos)
+    if videos and not any(any(v.folds) for v in videos):
+        raise AnnotationError(f"no video of {os.fspath(root)!r} is named in the annotation files of "
+                              f"{os.fspath(annotation_path)!r}: is ROOT the folder of the class folders "
+                              f"(ROOT/<class>/<video>.avi), and are these {opts.dataset}'s files?")
+    return dataclasses.replace(layout, videos=videos, annotations=lists.to_json())
+
+
 def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
     """What makes two runs the same conversion: the output options and every video's path, size
     and stamp (modification time, or a hash of its ends where the filesystem keeps none), so a
@@ -149,6 +176,8 @@ def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
         "classes": list(layout.classes),
         "videos": [[v.relpath, v.size, v.stamp] for v in layout.videos],
     }
+    if layout.annotations is not None:
+        desc["annotations"] = layout.annotations  # the folds: which files, with which checksums
     return hashlib.sha256(dumps_json(desc)).hexdigest()
 
 
@@ -202,7 +231,7 @@ def _probe_and_plan(eng: Engine, layout: DatasetLayout, opts: ConvertOptions) ->
 
 
 def _record(e: VideoEntry) -> VideoRecord:
-    return VideoRecord(index=e.index, path=e.relpath, label=e.label)
+    return VideoRecord(index=e.index, path=e.relpath, label=e.label, folds=list(e.folds) if e.folds else None)
 
 
 def _planned_records(layout: DatasetLayout, plan: Plan) -> list[VideoRecord]:

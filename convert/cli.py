@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any, Optional, Sequence
 
+from .folds import DATASETS
 from .options import SPLITS, ConvertOptions, load_config
 from .report import EXIT_SKIPPED, EXIT_STRICT
 from .units import parse_size
@@ -35,10 +36,17 @@ def _size(text: str) -> int:
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", help="dataset root holding <split>/<class>/<video>.mp4|avi (torchvision Kinetics layout)")
+    p.add_argument("root", help="dataset root holding <split>/<class>/<video>.mp4|avi (torchvision Kinetics layout), "
+                   "or <class>/<video>.avi with --dataset ucf101|hmdb51")
     p.add_argument("out", help="output folder or fsspec URL (s3://bucket/prefix, gs://...); shards go to OUT/<split>/")
     g = p.add_argument_group("clips (torchvision Kinetics meanings)")
-    g.add_argument("--split", choices=SPLITS, default=None, help="split folder to convert (default train)")
+    g.add_argument("--split", choices=SPLITS, default=None, help="split folder to convert (default train; "
+                   "ucf101/hmdb51: the whole root goes to OUT/all)")
+    g.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="kinetics (default): ROOT/<split>/<class>/...; ucf101, hmdb51: ROOT/<class>/<video>.avi, every "
+                   "video converted once to OUT/all, the index records folds 1-3 from --annotation-path")
+    g.add_argument("--annotation-path", default=None, metavar="DIR",
+                   help="ucf101: the folder of trainlist01.txt .. testlist03.txt; hmdb51: of *_test_split{1,2,3}.txt")
     g.add_argument("--frames-per-clip", "-T", type=int, default=None, help="frames in each clip (required, here or in --config)")
     g.add_argument("--step-between-clips", "-S", type=int, default=None, help="frames between clip starts (default 1: every window)")
     g.add_argument("--frame-rate", type=float, default=None, help="resample every video to this many fps before cutting clips")
@@ -78,7 +86,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _OPTION_FLAGS = (
-    "split", "frames_per_clip", "step_between_clips", "frame_rate", "extensions", "num_classes",
+    "split", "dataset", "frames_per_clip", "step_between_clips", "frame_rate", "extensions", "num_classes",
     "video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels",
     "codec", "jpeg_quality", "shard_size", "checksum", "workers", "decoder_threads",
 )
@@ -111,6 +119,7 @@ def run_convert(args: argparse.Namespace) -> int:
         report = convert(
             args.root, args.out, options=opts, engine=args.engine, ray_address=args.ray_address,
             storage_options=parse_storage_options(args.storage_option), overwrite=args.overwrite,
+            annotation_path=args.annotation_path,
         )
     except StrictModeError as exc:
         logger.error("%s", exc)

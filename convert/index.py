@@ -98,6 +98,8 @@ def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], 
     report = ConvertReport(out=url, split=split, plan=report_json.get("plan"), discovery=list(report_json.get("discovery") or []))
     report.videos = [VideoRecord.from_json(v) for v in index["videos"]]
     report.shards = list(index["shards"])
+    if layout.annotations is not None:
+        index["annotations"] = layout.annotations  # UCF101/HMDB51: the files the folds were read from
     report.clips = int(index["counts"]["clips"])
     report.bytes = int(index["counts"]["bytes"])
     report.resumed_shards = len(report.shards)

@@ -1,6 +1,7 @@
 """Dataset discovery: classes, labels and video order exactly as torchvision finds them.
 
-``root/<split>/<class>/**/<file>``: classes are the sorted sub-folder names; videos are
+``root/<split>/<class>/**/<file>`` (:func:`discover`; UCF101 and HMDB51 have no split folder:
+``root/<class>/**/<file>``, :func:`discover_classes`): classes are the sorted sub-folder names; videos are
 listed per class in ``sorted(os.walk(class_dir, followlinks=True))`` order with each
 folder's file names sorted, keeping files whose lower-cased name ends with an extension.
 The walk is :class:`~clipshards.convert.walk.Walker`'s: symlink loops are not followed, a file
@@ -13,11 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .walk import DiscoveryNote, Walker, escape_surrogates
 
-__all__ = ["VideoEntry", "DatasetLayout", "discover", "normalize_extensions"]
+__all__ = ["VideoEntry", "DatasetLayout", "discover", "discover_classes", "normalize_extensions"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class VideoEntry:
     class_name: str
     size: int
     stamp: str = ""
+    folds: tuple[int, ...] = ()  # UCF101/HMDB51: TRAIN|TEST bits for folds 1..3 (see .folds); () for Kinetics
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class DatasetLayout:
     videos: tuple[VideoEntry, ...]
     empty_classes: tuple[str, ...]
     notes: tuple[DiscoveryNote, ...] = ()  # loops, duplicates, odd names: what the walk did and why
+    annotations: Optional[Mapping[str, Any]] = None  # UCF101/HMDB51: the annotation files read (FoldLists.to_json)
 
 
 def normalize_extensions(extensions: Sequence[str] | str) -> tuple[str, ...]:
@@ -73,6 +76,19 @@ def discover(root: str | os.PathLike, split: str, extensions: Sequence[str]) -> 
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no split folder {str(split_dir)!r}: expected ROOT/{split}/<class>/<video>")
+    return _discover_in(root, split_dir, split, exts)
+
+
+def discover_classes(root: str | os.PathLike, extensions: Sequence[str], *, split: str) -> DatasetLayout:
+    """List classes and videos of ``root/<class>/...`` (UCF101, HMDB51: no split folder, the
+    splits come from annotation files) in torchvision's order, recorded as split ``split``."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"no dataset folder {os.fspath(root)!r}: expected ROOT/<class>/<video>.avi")
+    return _discover_in(root, Path(root), split, normalize_extensions(extensions))
+
+
+def _discover_in(root: str | os.PathLike, split_dir: Path, split: str, exts: tuple[str, ...]) -> DatasetLayout:
+    """Classes (the sorted sub-folders of ``split_dir``) and their videos, paths relative to ``root``."""
     folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     if not folders:
         raise FileNotFoundError(f"no class folders under {str(split_dir)!r}")

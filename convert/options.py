@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
+from .folds import DATASETS, FOLD_DATASETS, FOLD_EXTENSIONS, FOLDS_SPLIT, KINETICS
 from .layout import normalize_extensions
 from .schema import CHECKSUMS, CODECS
 
@@ -18,7 +19,10 @@ else:  # pragma: no cover
 
 __all__ = ["ConvertOptions", "load_config", "SPLITS"]
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", FOLDS_SPLIT)
+"""Output split folders: Kinetics' split folders, and ``all`` for a UCF101/HMDB51 conversion."""
+KINETICS_SPLITS = SPLITS[:3]
+DEFAULT_EXTENSIONS = ("avi", "mp4")
 NUM_CLASSES = ("400", "600", "700")
 DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
 MAX_FRAME_RATE = 1000.0
@@ -52,10 +56,15 @@ class ConvertOptions:
     give the parallelism. Frame threads cost more CPU in total (decode-only with 2 workers:
     about 5,000 frames/s with FFmpeg's automatic threads, 5,700 with one thread each); 0 lets
     FFmpeg choose, which helps a run with fewer workers than cores.
+
+    ``dataset`` is ROOT's layout: ``kinetics`` (``ROOT/<split>/<class>/...``, the default) or
+    ``ucf101``/``hmdb51`` (``ROOT/<class>/<video>.avi``, all converted to ``OUT/all``, the folds
+    read from annotation files, see :mod:`.folds`); ``split`` and ``extensions`` default to
+    what it needs.
     """
 
     frames_per_clip: int
-    split: str = "train"
+    split: Optional[str] = None  # None: "train" (Kinetics), "all" (UCF101/HMDB51)
     step_between_clips: int = 1
     frame_rate: Optional[float] = None
     video_width: int = 0
@@ -63,12 +72,13 @@ class ConvertOptions:
     video_min_dimension: int = 0
     audio_samples: int = 0
     audio_channels: int = 0
-    extensions: tuple[str, ...] = ("avi", "mp4")
+    extensions: Optional[tuple[str, ...]] = None  # None: ("avi", "mp4"), or ("avi",) for UCF101/HMDB51
     num_classes: str = "400"
     codec: str = "raw"
     jpeg_quality: int = 90
     shard_size: int = DEFAULT_SHARD_SIZE
     checksum: str = CHECKSUMS[0]
+    dataset: str = field(default=KINETICS, metadata={"recorded_unless": KINETICS})  # ROOT's layout, see .folds
     # run-only options: they change how the work is done, never the bytes written
     decoder_threads: int = field(default=1, metadata={"run_only": True})
     workers: int = field(default=0, metadata={"run_only": True})
@@ -84,16 +94,19 @@ class ConvertOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 bad(name, f"must be an integer in {lo}..{hi}{meaning}")
-        if self.split not in SPLITS:
-            bad("split", f"must be one of {SPLITS}")
+        self._resolve_dataset(bad)
         if self.frame_rate is not None:
             v = self.frame_rate
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_FRAME_RATE:
                 bad("frame_rate", f"must be a number of frames per second in (0, {MAX_FRAME_RATE}], or None to keep every frame")
         try:
-            object.__setattr__(self, "extensions", normalize_extensions(self.extensions))
+            object.__setattr__(self, "extensions", normalize_extensions(
+                self.extensions if self.extensions is not None
+                else FOLD_EXTENSIONS if self.dataset in FOLD_DATASETS else DEFAULT_EXTENSIONS))
         except (ValueError, AttributeError, TypeError) as exc:
             bad("extensions", f"{exc} (give file extensions such as 'avi,mp4')")
+        if self.dataset in FOLD_DATASETS and self.extensions != FOLD_EXTENSIONS:
+            bad("extensions", f"{self.dataset} takes .avi files only (torchvision fixes extensions=('avi',)); leave it unset")
         object.__setattr__(self, "num_classes", str(self.num_classes))
         if self.num_classes not in NUM_CLASSES:
             bad("num_classes", f"must be one of {NUM_CLASSES}")
@@ -101,6 +114,24 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
+
+    def _resolve_dataset(self, bad: Any) -> None:
+        """``dataset`` checked; ``split`` and ``extensions`` defaulted for it (a UCF101/HMDB51
+        root has no split folder: all of it goes to ``OUT/all``, its splits are folds)."""
+        if self.dataset not in DATASETS:
+            bad("dataset", f"must be one of {DATASETS}")
+        folds = self.dataset in FOLD_DATASETS
+        if self.split is None:
+            object.__setattr__(self, "split", FOLDS_SPLIT if folds else "train")
+        if folds and self.split != FOLDS_SPLIT:
+            bad("split", f"{self.dataset} has no split folder: its splits are folds, read from the annotation files, "
+                         f"and the whole root is converted to OUT/{FOLDS_SPLIT}; leave split unset")
+        if not folds and self.split not in KINETICS_SPLITS:
+            bad("split", f"must be one of {KINETICS_SPLITS}" + (f" ({FOLDS_SPLIT!r} is the output of dataset="
+                                                                 f"{FOLD_DATASETS[0]!r} or {FOLD_DATASETS[1]!r})"
+                                                                 if self.split == FOLDS_SPLIT else ""))
+        if folds and str(self.num_classes) != "400":
+            bad("num_classes", f"is Kinetics' variant; {self.dataset}'s classes are its folders: leave it unset")
 
     @property
     def resolved_workers(self) -> int:
@@ -112,6 +143,10 @@ class ConvertOptions:
         for f in fields(self):
             if f.metadata.get("run_only"):
                 continue
+            if "recorded_unless" in f.metadata and f.metadata["recorded_unless"] == getattr(self, f.name):
+                continue  # an option added later, left out at its old behaviour: those indexes keep their bytes
+            if f.name == "num_classes" and self.dataset in FOLD_DATASETS:
+                continue  # Kinetics' variant: meaningless for UCF101/HMDB51
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out

@@ -35,10 +35,13 @@ class VideoRecord:
     height: int = 0
     sample_rate: int = 0
     warning: str = ""
+    folds: Optional[list[int]] = None  # UCF101/HMDB51: TRAIN|TEST bits for folds 1..3 (see .folds)
 
     def to_json(self) -> dict[str, Any]:
-        """As JSON; texts valid UTF-8 (a decoder's message may quote an undecodable file name)."""
-        return {k: escape_surrogates(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
+        """As JSON; texts valid UTF-8 (a decoder's message may quote an undecodable file name);
+        ``folds`` only where there are folds (a Kinetics index keeps its bytes)."""
+        return {k: escape_surrogates(v) if isinstance(v, str) else v for k, v in asdict(self).items()
+                if not (k == "folds" and v is None)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VideoRecord":

@@ -4,6 +4,7 @@ from .arguments import ERROR_POLICIES
 from .collate import ClipBatch, collate_clips
 from .dataloader import ClipLoader
 from .datasets import StreamingKinetics
+from .fold_datasets import HMDB51, UCF101, StreamingHMDB51, StreamingUCF101
 from .index import DatasetIndex, ShardEntry
 from .indexed import IndexedKinetics
 from .options import TransportOptions
@@ -17,6 +18,10 @@ from .webdataset_pipeline import webdataset_pipeline
 __all__ = [
     "StreamingKinetics",
     "IndexedKinetics",
+    "UCF101",
+    "HMDB51",
+    "StreamingUCF101",
+    "StreamingHMDB51",
     "webdataset_pipeline",
     "ClipLoader",
     "collate_clips",

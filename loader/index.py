@@ -71,6 +71,8 @@ class DatasetIndex:
         try:
             self.classes: tuple[str, ...] = tuple(str(c) for c in head["classes"])
             self.options: dict[str, Any] = dict(head.get("options") or {})
+            # UCF101/HMDB51: which annotation files the folds in the video records come from
+            self.annotations: Optional[dict[str, Any]] = dict(head["annotations"]) if head.get("annotations") else None
             self.num_clips = int(head["counts"]["clips"])
             self.shards: tuple[ShardEntry, ...] = tuple(
                 ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), _checksum(s))

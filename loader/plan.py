@@ -1,11 +1,15 @@
 """The epoch plan: which clips each rank and worker reads, in which order. Pure arithmetic.
 
-Everything here is a function of the index's shard sizes and of (seed, epoch, world size,
-rank, worker count, worker), never of timing, so every process computes the same plan
-without talking to the others, and a resumed worker can jump to any position.
+Everything here is a function of the index's shard sizes (or of the runs of clips a dataset
+keeps) and of (seed, epoch, world size, rank, worker count, worker), never of timing, so every
+process computes the same plan without talking to the others, and a resumed worker can jump to
+any position.
 
 1. The clips are cut into *blocks*: runs of at most ``block_size`` consecutive clips inside
-   one shard (``None``: a block is a whole shard, as classic WebDataset shard shuffling).
+   one shard (``None``: a block is a whole shard, as classic WebDataset shard shuffling). A
+   dataset that keeps only some clips (a UCF101/HMDB51 fold) gives its *runs* of consecutive
+   kept clips, each inside one shard, instead of the shard sizes: blocks are cut from the
+   runs and never cross one (``None``: a block is a whole run).
 2. With shuffle, the blocks are permuted by ``rng(seed, epoch)``; the epoch's clip sequence
    is the concatenation of the permuted blocks (without shuffle: the global clip order).
 3. The sequence is cut into ``world_size`` contiguous slices of equal length: ``remainder=
@@ -29,6 +33,7 @@ import numpy.random  # noqa: F401  (NumPy loads it lazily, ~90 ms: at import, no
 __all__ = [
     "EpochPlan",
     "Segment",
+    "runs_in_shards",
     "buffer_order",
     "iter_buffer_order",
     "rank_length",
@@ -147,8 +152,9 @@ class EpochPlan:
 
     def __init__(
         self,
-        shard_clips: Sequence[int],
+        shard_clips: Optional[Sequence[int]] = None,
         *,
+        runs: Optional[tuple[np.ndarray, np.ndarray]] = None,
         epoch: int,
         shuffle: bool,
         seed: int,
@@ -159,22 +165,21 @@ class EpochPlan:
     ) -> None:
         if remainder not in REMAINDERS:
             raise ValueError(f"remainder={remainder!r}: must be one of {REMAINDERS}")
-        counts = np.asarray(shard_clips, dtype=np.int64)
+        firsts, counts = _runs(shard_clips, runs)
         self.num_clips = int(counts.sum())
         self.epoch = epoch
         self.seed = seed
         self.buffer = shuffle_buffer if shuffle else 0
         self.world_size = world_size
         self.remainder = remainder
-        firsts = np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts
         if block_size is None:
             starts, lengths = firsts[counts > 0], counts[counts > 0]
         else:
             per = -(-counts // block_size)
-            shard_idx = np.repeat(np.arange(counts.size), per)
+            run_idx = np.repeat(np.arange(counts.size), per)
             within = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
-            starts = firsts[shard_idx] + within * block_size
-            lengths = np.minimum(block_size, counts[shard_idx] - within * block_size)
+            starts = firsts[run_idx] + within * block_size
+            lengths = np.minimum(block_size, counts[run_idx] - within * block_size)
         if shuffle and starts.size:
             perm = np.random.default_rng([seed, epoch, _BLOCK_STREAM]).permutation(starts.size)
             starts, lengths = starts[perm], lengths[perm]
@@ -216,6 +221,37 @@ class EpochPlan:
             clips, order = self.worker_order(rank, num_workers, w)
             out.append(clips[np.fromiter(order, dtype=np.int64, count=len(clips))])
         return out
+
+
+def _runs(shard_clips: Optional[Sequence[int]], runs: Optional[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(first global clip, clip count)`` of each run: the shards themselves, or the given runs."""
+    if (shard_clips is None) == (runs is None):
+        raise ValueError("give the shards' clip counts or runs=(firsts, counts), one of the two")
+    if runs is None:
+        counts = np.asarray(shard_clips, dtype=np.int64)
+        return (np.concatenate(([0], np.cumsum(counts)[:-1])) if counts.size else counts), counts
+    firsts, counts = (np.asarray(a, dtype=np.int64) for a in runs)
+    if firsts.shape != counts.shape or firsts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"runs: expected two equal-length 1-D arrays (firsts, counts >= 0), got {firsts.shape}, {counts.shape}")
+    return firsts, counts
+
+
+def runs_in_shards(firsts: np.ndarray, counts: np.ndarray, shard_firsts: np.ndarray, num_clips: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clips of runs ``(firsts, counts)`` as maximal runs of consecutive clips inside one
+    shard each (``shard_firsts``: each shard's first global clip): touching runs are joined,
+    a run across a shard boundary is cut there. In global clip order."""
+    if num_clips == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    edges = np.zeros(num_clips + 1, dtype=np.int64)
+    np.add.at(edges, np.asarray(firsts, dtype=np.int64), 1)
+    np.add.at(edges, np.asarray(firsts, dtype=np.int64) + np.asarray(counts, dtype=np.int64), -1)
+    kept = np.cumsum(edges[:-1]) > 0
+    new_shard = np.zeros(num_clips, dtype=bool)
+    new_shard[np.asarray(shard_firsts, dtype=np.int64)[np.asarray(shard_firsts) < num_clips]] = True
+    before = np.concatenate(([False], kept[:-1]))
+    starts = np.flatnonzero(kept & (~before | new_shard))
+    after_end = np.flatnonzero(kept & (~np.concatenate((kept[1:], [False])) | np.concatenate((new_shard[1:], [True])))) + 1
+    return starts, after_end - starts
 
 
 def worker_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:

@@ -181,6 +181,61 @@ def reference_dataset(root: str | os.PathLike, *, split: str = "train", extensio
     return clips
 
 
+def reference_flat_videos(root: str | os.PathLike, extensions=("avi",)) -> list[tuple[str, int]]:
+    """UCF101/HMDB51 discovery (semantics 1-3): ``(relative path, label)`` of every video of
+    ``root/<class>/...`` in torchvision's order; classes are ``os.scandir`` folders, sorted."""
+    root = os.fspath(root)
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    found = []
+    for label, cls in enumerate(classes):
+        for folder, _, names in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
+            for name in sorted(names):
+                if name.lower().endswith(tuple(extensions)):
+                    found.append((os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"), label))
+    return found
+
+
+def reference_fold_videos(root: str | os.PathLike, annotation_path: str | os.PathLike, dataset: str, fold: int,
+                          train: bool) -> list[tuple[str, int]]:
+    """Semantics 5-8, as torchvision's ``_select_fold`` reads them: the videos of one fold and
+    split, ``(relative path, label)`` in discovery order."""
+    root, ann = os.fspath(root), os.fspath(annotation_path)
+    videos = reference_flat_videos(root)
+    full = [os.path.join(root, *rel.split("/")) for rel, _ in videos]
+    selected: set[str] = set()
+    if dataset == "ucf101":
+        with open(os.path.join(ann, f"{'train' if train else 'test'}list{fold:02d}.txt")) as fid:
+            for x in fid.readlines():
+                selected.add(os.path.join(root, *x.strip().split(" ")[0].split("/")))
+        keep = [p in selected for p in full]
+    else:
+        import glob
+
+        for filepath in glob.glob(os.path.join(ann, f"*test_split{fold}.txt")):
+            with open(filepath) as fid:
+                for line in fid.readlines():
+                    name, tag = line.split()
+                    if int(tag) == (1 if train else 2):
+                        selected.add(name)
+        keep = [os.path.basename(p) in selected for p in full]
+    return [v for v, k in zip(videos, keep) if k]
+
+
+def reference_fold_dataset(root: str | os.PathLike, annotation_path: str | os.PathLike, dataset: str, fold: int,
+                           train: bool, cache: Optional[dict] = None, **options) -> list[RefClip]:
+    """All clips of one fold and split, in torchvision's global clip order (rule 7); ``cache``
+    (a dict) keeps each video's reference between calls with the same options."""
+    clips = []
+    cache = {} if cache is None else cache
+    for rel, label in reference_fold_videos(root, annotation_path, dataset, fold, train):
+        if rel not in cache:
+            cache[rel] = reference_video(Path(root) / rel, **options)
+        ref = cache[rel]
+        for c, (idx, video, audio) in enumerate(ref.clips):
+            clips.append(RefClip(label, rel, c, idx, video, audio))
+    return clips
+
+
 @dataclass
 class ShardClip:
     key: str

@@ -24,7 +24,7 @@ LAYERS = [
     ["spool", "index"],
     ["worker"],
     ["writer", "decode", "errors", "options"],
-    ["schema", "storage", "clips", "layout", "report", "synth"],
+    ["schema", "storage", "clips", "layout", "report", "synth", "folds"],
     ["units", "walk"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -19,9 +19,10 @@ LOADER = Path(__file__).resolve().parents[1] / "loader"
 # top to bottom: a module imports (at run time or for types) only modules of a lower layer
 LAYERS = [
     ["__init__"],
+    ["fold_datasets"],  # UCF101 / HMDB51: the Kinetics datasets over one fold's clips
     ["datasets", "webdataset_pipeline"],  # the public datasets and pipeline
     ["dataloader", "indexed"],
-    ["collate", "progress"],  # batches; where an epoch stands
+    ["collate", "progress", "folds"],  # batches; where an epoch stands; which clips a fold keeps
     ["arguments"],
     ["reader"],  # clips out of shards
     ["index"],
@@ -33,8 +34,9 @@ LAYERS = [
     ["plan", "buffers"],  # pure arithmetic; memory
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
-# what the loader may take from the converter's package: the format, storage and units, by public name
-CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "clipshards.convert.units"}
+# what the loader may take from the converter's package: the format, storage, units and fold rules, by public name
+CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "clipshards.convert.units",
+                   "clipshards.convert.folds"}  # folds: the annotation files' rules, read by both halves
 
 
 def _modules() -> dict[str, ast.Module]:
