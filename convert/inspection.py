@@ -7,16 +7,17 @@ JSON-ready dict (for scripts), :func:`format_inspect` the text a person reads.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .folds import FOLDS, TEST, TRAIN
 from .index import read_json
 from .output import Output
 from .schema import REPORT_NAME
 from .units import human_bytes
 
-__all__ = ["inspect_output", "format_inspect"]
+__all__ = ["inspect_output", "format_inspect", "fold_counts"]
 
 
 def inspect_output(
@@ -48,6 +49,7 @@ def inspect_output(
     shard_bytes = sum(int(s["bytes"]) for s in out.shards)
     offsets_bytes = int(index.get("offsets", {}).get("bytes", 0))
     report = read_json(out.loc, REPORT_NAME)
+    folds = {"folds": fold_counts(out.videos, index.get("annotations"))} if index.get("annotations") else {}
     return {
         "url": out.loc.url,
         "split": out.split,
@@ -63,7 +65,22 @@ def inspect_output(
         "skipped_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
         "warnings": warnings,
         "seconds": report.get("seconds") if report else None,
+        **folds,
     }
+
+
+def fold_counts(videos: Sequence[Mapping[str, Any]], annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """UCF101/HMDB51: videos (converted ones) and clips of each fold's train and test split, and
+    of the videos in neither (a video listed in both counts in both)."""
+    rows = []
+    for f in FOLDS:
+        row: dict[str, Any] = {"fold": f}
+        for name, bit in (("train", TRAIN), ("test", TEST), ("neither", 0)):
+            kept = [v for v in videos if (v["folds"][f - 1] & bit if bit else not v["folds"][f - 1])]
+            ok = [v for v in kept if v["status"] == "ok"]
+            row[name] = {"videos": len(kept), "videos_ok": len(ok), "clips": sum(int(v["clips"]) for v in ok)}
+        rows.append(row)
+    return {"dataset": annotations.get("dataset"), "files": [f["name"] for f in annotations.get("files", [])], "folds": rows}
 
 
 def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: int = 10) -> str:
@@ -83,6 +100,8 @@ def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: in
         + (f", converted in {info['seconds']:.1f} s" if info.get("seconds") else "")
     )
     lines.append("")
+    if info.get("folds"):
+        lines += _format_folds(info["folds"]) + [""]
     classes = info["classes"]
     lines.append(f"classes: {len(classes)}")
     width = max([len(str(r["clips"])) for r in classes] + [5])
@@ -125,6 +144,17 @@ def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: in
         if len(shown_w) < len(info["warnings"]):
             lines.append(f"  ... {len(info['warnings']) - len(shown_w)} more (--all lists them)")
     return "\n".join(lines)
+
+
+def _format_folds(folds: Mapping[str, Any]) -> list[str]:
+    files = folds["files"]
+    lines = [f"folds of {folds['dataset']} (from {len(files)} annotation files: {', '.join(files[:3])}"
+             f"{', ...' if len(files) > 3 else ''}): converted videos / clips"]
+    lines.append(f"  {'fold':>4}  {'train':>17}  {'test':>17}  {'in neither':>17}")
+    for r in folds["folds"]:
+        cells = [f"{r[k]['videos_ok']} / {r[k]['clips']}" for k in ("train", "test", "neither")]
+        lines.append(f"  {r['fold']:>4}  " + "  ".join(f"{c:>17}" for c in cells))
+    return lines
 
 
 def _describe_resize(o: Mapping[str, Any]) -> str:
