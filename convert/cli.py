@@ -12,7 +12,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from .folds import DATASETS
-from .options import SPLITS, ConvertOptions, load_config
+from .options import CONNECT_TIMEOUT, GROWTH_LIMIT, SPLITS, ConvertOptions, load_config
 from .report import EXIT_SKIPPED, EXIT_STRICT
 from .units import parse_size
 
@@ -25,6 +25,16 @@ EXIT_STATUS_HELP = (
     "(each listed with its reason in OUT/<split>/report.json); 4 --strict and a video was "
     "unusable (nothing final written); 2 bad arguments; 1 other error."
 )
+
+
+def package_version() -> str:
+    """The installed clipshards version (``importlib.metadata``), for ``--version``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clipshards")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown (not installed)"
 
 
 def _size(text: str) -> int:
@@ -81,6 +91,16 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dry-run", action="store_true", help="probe and print the plan, write nothing")
     g.add_argument("--strict", action="store_true", help="fail (status 4) instead of skipping unusable videos")
     g.add_argument("--overwrite", action="store_true", help="replace an existing conversion made with other options")
+    g.add_argument(
+        "--yes", "-y", action="store_true",
+        help=f"go on when the planned output is over {GROWTH_LIMIT}x the input or over the free space of OUT "
+        "(without it such a run stops before writing, status 2)",
+    )
+    g.add_argument(
+        "--connect-timeout", type=float, default=None, metavar="SECONDS",
+        help="give up on an object store that cannot be reached after this long "
+        f"(default {CONNECT_TIMEOUT:g} s, or CLIPSHARDS_CONNECT_TIMEOUT)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
 
@@ -101,6 +121,9 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
     values["dry_run"] = args.dry_run
     values["strict"] = args.strict
     values["progress"] = not args.no_progress
+    values["yes"] = args.yes
+    if args.connect_timeout is not None:
+        values["connect_timeout"] = args.connect_timeout
     if "frames_per_clip" not in values:
         raise ValueError("--frames-per-clip is required (or set frames_per_clip in --config)")
     return ConvertOptions(**values)
@@ -108,7 +131,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
 
 def run_convert(args: argparse.Namespace) -> int:
     from .api import ConversionError, StrictModeError, convert
-    from .storage import parse_storage_options
+    from .storage import StorageError, parse_storage_options
 
     try:
         opts = options_from_args(args)
@@ -127,6 +150,9 @@ def run_convert(args: argparse.Namespace) -> int:
     except ConversionError as exc:
         logger.error("%s", exc)
         return exc.exit_code
+    except StorageError as exc:  # no credentials, access denied, endpoint unreachable: one line, the fix in it
+        logger.error("%s", exc)
+        return 1
     if report.dry_run:
         print(f"dry run: nothing written. {len(report.videos)} videos, plan: {report.plan}")
         return 0
@@ -149,6 +175,7 @@ def build_convert_parser(prog: str = "clipshards convert") -> argparse.ArgumentP
         epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"clipshards {package_version()}")
     add_convert_arguments(p)
     p.set_defaults(prog=p.prog)
     return p
@@ -156,6 +183,7 @@ def build_convert_parser(prog: str = "clipshards convert") -> argparse.ArgumentP
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipshards", description="Video-classification datasets as pre-decoded WebDataset clip shards.")
+    p.add_argument("--version", action="version", version=f"clipshards {package_version()}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser(
         "convert", help="convert a dataset into clip shards",

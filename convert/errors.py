@@ -13,7 +13,7 @@ from .report import EXIT_STRICT
 if TYPE_CHECKING:  # pragma: no cover
     from .report import ConvertReport
 
-__all__ = ["ConversionError", "StrictModeError", "OutputLocked", "OutputUnusable"]
+__all__ = ["ConversionError", "StrictModeError", "OutputLocked", "OutputUnusable", "OutputTooLarge", "ConversionMismatch"]
 
 
 class ConversionError(RuntimeError):
@@ -38,5 +38,19 @@ class OutputLocked(ConversionError):
 
 class OutputUnusable(ConversionError):
     """OUT cannot hold the output at all (not a folder, read-only, no permission): a bad argument."""
+
+    exit_code = 2
+
+
+class OutputTooLarge(ConversionError):
+    """The plan's output is far larger than the input, or than the free space, and ``yes`` was
+    not given: refused before anything is written (the message gives the sizes and what to change)."""
+
+    exit_code = 2
+
+
+class ConversionMismatch(ConversionError):
+    """OUT already holds a conversion made with other options or input (the message names each
+    option that differs, old and new); choose another OUT or overwrite it."""
 
     exit_code = 2

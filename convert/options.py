@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConvertOptions", "load_config", "SPLITS"]
+__all__ = ["ConvertOptions", "load_config", "SPLITS", "GROWTH_LIMIT", "CONNECT_TIMEOUT", "connect_timeout_from_env"]
 
 SPLITS = ("train", "val", "test", FOLDS_SPLIT)
 """Output split folders: Kinetics' split folders, and ``all`` for a UCF101/HMDB51 conversion."""
@@ -26,6 +26,12 @@ DEFAULT_EXTENSIONS = ("avi", "mp4")
 NUM_CLASSES = ("400", "600", "700")
 DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
 MAX_FRAME_RATE = 1000.0
+GROWTH_LIMIT = 20
+"""A planned output over this many times the input (or over the free space) needs ``yes=True`` (``--yes``)."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds an object store that cannot be reached is tried before giving up (``connect_timeout``)."""
+CONNECT_TIMEOUT_ENV = "CLIPSHARDS_CONNECT_TIMEOUT"
+MAX_CONNECT_TIMEOUT = 3600.0
 
 INT_RANGES: dict[str, tuple[int, int, str]] = {  # option: (lowest, highest, what a value means)
     "frames_per_clip": (1, 10_000, ""),
@@ -85,6 +91,10 @@ class ConvertOptions:
     strict: bool = field(default=False, metadata={"run_only": True})
     dry_run: bool = field(default=False, metadata={"run_only": True})
     progress: bool = field(default=True, metadata={"run_only": True})
+    # go on although the plan's output is over GROWTH_LIMIT x the input or the free space (--yes)
+    yes: bool = field(default=False, metadata={"run_only": True})
+    # seconds to keep trying an object store OUT that cannot be reached (None: $CLIPSHARDS_CONNECT_TIMEOUT or 10)
+    connect_timeout: Optional[float] = field(default=None, metadata={"run_only": True})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -114,6 +124,10 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
+        if not isinstance(self.yes, bool):
+            bad("yes", "must be True or False")
+        if self.connect_timeout is not None and not _seconds_ok(self.connect_timeout):
+            bad("connect_timeout", f"must be a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}], or None for the default")
 
     def _resolve_dataset(self, bad: Any) -> None:
         """``dataset`` checked; ``split`` and ``extensions`` defaulted for it (a UCF101/HMDB51
@@ -132,6 +146,11 @@ class ConvertOptions:
                                                                  if self.split == FOLDS_SPLIT else ""))
         if folds and str(self.num_classes) != "400":
             bad("num_classes", f"is Kinetics' variant; {self.dataset}'s classes are its folders: leave it unset")
+
+    @property
+    def resolved_connect_timeout(self) -> float:
+        """``connect_timeout``, else ``$CLIPSHARDS_CONNECT_TIMEOUT``, else :data:`CONNECT_TIMEOUT`."""
+        return self.connect_timeout if self.connect_timeout is not None else connect_timeout_from_env()
 
     @property
     def resolved_workers(self) -> int:
@@ -153,6 +172,24 @@ class ConvertOptions:
 
     def replace(self, **changes: Any) -> "ConvertOptions":
         return dataclasses.replace(self, **changes)
+
+
+def _seconds_ok(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= MAX_CONNECT_TIMEOUT
+
+
+def connect_timeout_from_env(environ: Optional[Mapping[str, str]] = None) -> float:
+    """``$CLIPSHARDS_CONNECT_TIMEOUT`` (seconds), or :data:`CONNECT_TIMEOUT` when unset; both halves use it."""
+    raw = (os.environ if environ is None else environ).get(CONNECT_TIMEOUT_ENV, "")
+    if not raw:
+        return CONNECT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not _seconds_ok(value):
+        raise ValueError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: expected a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}]")
+    return value
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
