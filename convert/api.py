@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from tqdm.auto import tqdm as _tqdm
 
 from .engine import Engine, WorkerCrashed, make_engine
-from .errors import ConversionError, StrictModeError
+from .errors import ConversionError, OutputUnusable, StrictModeError
 from .index import read_json, report_from_index, write_index
 from .folds import FOLD_DATASETS, AnnotationError, read_fold_lists
 from .layout import DatasetLayout, VideoEntry, discover, discover_classes
@@ -85,7 +85,14 @@ def convert(
     if engine == "local":
         remove_orphan_spools()
     # one writer per output, from before it is read until its index is written (a dry run writes nothing)
-    with nullcontext(None) if opts.dry_run else lock_output(loc) as lock:
+    try:
+        held = nullcontext(None) if opts.dry_run else lock_output(loc)
+    except OutputUnusable:
+        finished = _finished_read_only(loc, fingerprint, opts)
+        if finished is None:
+            raise
+        return finished
+    with held as lock:
         existing = read_json(loc, INDEX_NAME)
         if existing is not None and not opts.dry_run:
             done = _existing_output(loc, existing, fingerprint, opts, layout, overwrite=overwrite)
@@ -190,6 +197,16 @@ def _input_change(index: Mapping[str, Any], layout: DatasetLayout, opts: Convert
     if before == now:
         return " (the same files, but some changed since: size or modification time)"
     return f" (the input changed since: {len(now - before)} videos added, {len(before - now)} removed)"
+
+
+def _finished_read_only(loc: Location, fingerprint: str, opts: ConvertOptions) -> Optional[ConvertReport]:
+    """The report of this very conversion in an output that cannot be written (a read-only
+    mount): nothing to do, so nothing to lock; None when it holds anything else."""
+    index = read_json(loc, INDEX_NAME)
+    if index is None or index.get("fingerprint") != fingerprint:
+        return None
+    logger.info("%s cannot be written, but already holds this conversion; nothing to do", loc.url)
+    return report_from_index(index, read_json(loc, REPORT_NAME) or {}, loc.url, opts.split)
 
 
 def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opts: ConvertOptions,

@@ -88,6 +88,10 @@ class DiscoveryNote:
         return {"kind": self.kind, "path": self.path, "reason": self.reason}
 
 
+def _undecodable(name: str) -> bool:
+    return escape_surrogates(name) != name
+
+
 def _key(st: os.stat_result) -> Optional[tuple[int, int]]:
     """A file's identity; None where the filesystem gives no inode numbers (st_ino 0)."""
     return (st.st_dev, st.st_ino) if st.st_ino else None
@@ -164,6 +168,8 @@ class Walker:
         if key is not None and key in ancestors:
             self.note("loop", entry.path, f"symlink loop: leads back to {self.relpath(ancestors[key])!r}; not followed")
             return ()
+        if _undecodable(entry.name):
+            self.note("name", entry.path, "folder name is not valid UTF-8: its files are recorded with each undecodable byte as \\xNN")
         return (entry.path, {**ancestors, key: entry.path} if key else ancestors)
 
     def _file(self, path: str) -> Optional[FoundFile]:
@@ -179,7 +185,7 @@ class Walker:
             return None
         if key:
             self._seen[key] = relpath
-        if relpath != os.path.relpath(path, self.root).replace(os.sep, "/"):
+        if _undecodable(os.path.basename(path)):
             self.note("name", path, "file name is not valid UTF-8: converted, recorded with each undecodable byte as \\xNN")
         return FoundFile(path, relpath, st.st_size, file_stamp(path, st))
 
