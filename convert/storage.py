@@ -7,18 +7,24 @@ completes. Credentials are passed through ``storage_options`` and never logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import posixpath
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import url_to_fs
+from fsspec.exceptions import FSTimeoutError
+
+from .storage_errors import UNREACHABLE, StorageError, classify, permanent_error, unreachable_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Location", "parse_storage_options", "redact"]
+__all__ = ["Location", "parse_storage_options", "redact", "StorageError", "reach"]
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 
@@ -110,7 +116,8 @@ class Location:
     def size(self, name: str) -> Optional[int]:
         try:
             return int(self.fs.size(self._fresh(self.path(name))))
-        except (FileNotFoundError, OSError):
+        except (FileNotFoundError, OSError) as exc:
+            _raise_permanent(self, name, exc)
             return None
 
     def listdir(self, sub: str = "") -> list[str]:
@@ -118,7 +125,8 @@ class Location:
         target = self._fresh(self.path(sub) if sub else self.root)
         try:
             entries = self.fs.ls(target, detail=False)
-        except (FileNotFoundError, OSError):
+        except (FileNotFoundError, OSError) as exc:
+            _raise_permanent(self, sub, exc)
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
@@ -184,6 +192,54 @@ class Location:
     def write_bytes_atomic(self, name: str, data: bytes) -> None:
         with self.open_atomic(name) as fh:
             fh.write(data)
+
+
+def _raise_permanent(loc: Location, name: str, exc: BaseException) -> None:
+    """Raise the :class:`StorageError` for a remote failure that is no mere absence (no
+    credentials, access denied, no such bucket): a listing refused is not an empty folder."""
+    if not loc.is_local and not isinstance(exc, StorageError):
+        err = permanent_error(loc.join_url(name) if name else loc.url, exc)
+        if err is not None:
+            raise err from None
+
+
+def reach(loc: Location, name: str = "", *, timeout: float) -> None:
+    """Make sure the object store behind ``loc`` can be used before any work starts.
+
+    One cheap request (the info of ``name``, or of the folder) is made, and made again while
+    the endpoint cannot be connected to, for at most ``timeout`` seconds in all (each attempt
+    is cut at the time left). Raises :class:`StorageError` naming the URL and the fix when
+    there are no credentials, access is denied, the bucket does not exist, or the endpoint is
+    still unreachable; any other answer (the file not there yet, a server error) is left to
+    the caller. Local folders: nothing to check.
+    """
+    if loc.is_local:
+        return
+    url, path = (loc.join_url(name), loc.path(name)) if name else (loc.url, loc.root)
+    deadline = time.monotonic() + timeout
+    last: Optional[BaseException] = None
+    pause = 0.25
+    while True:
+        left = deadline - time.monotonic()
+        kwargs = {"timeout": max(left, 0.5)} if isinstance(loc.fs, AsyncFileSystem) else {}
+        try:
+            loc.fs.invalidate_cache(path)
+            loc.fs.info(path, **kwargs)
+            return
+        except Exception as exc:
+            err = permanent_error(url, exc)
+            if err is not None:
+                raise err from None
+            timed_out = isinstance(exc, (FSTimeoutError, asyncio.TimeoutError))
+            if not timed_out and classify(exc) != UNREACHABLE:
+                return
+            last = exc if last is None or not timed_out else last
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise unreachable_error(url, last, timeout) from None
+        logger.info("%s: cannot connect yet (%s); trying again for %.0f s more", url, type(last).__name__, left)
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 2.0)
 
 
 def _abandon(fh: Any, url: str) -> None:

@@ -25,7 +25,7 @@ LAYERS = [
     ["worker"],
     ["writer", "decode", "errors", "options"],
     ["schema", "storage", "clips", "layout", "report", "synth", "folds"],
-    ["units", "walk"],
+    ["units", "walk", "storage_errors"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
