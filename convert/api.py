@@ -32,6 +32,7 @@ from .report import ConvertReport, VideoRecord
 from .resume import PROGRESS_DIR, DoneMarkers
 from .schema import INDEX_NAME, OFFSETS_NAME, REPORT_NAME, dumps_json
 from .spool import SPOOL_DIR, Spool, remove_orphan_spools
+from .video_sample import VIDEOS_TABLE_NAME
 from .units import human_bytes
 from .storage import Location, redact
 from .worker import VideoResult, VideoTask, convert_video
@@ -263,7 +264,7 @@ def _planned_records(layout: DatasetLayout, plan: Plan) -> list[VideoRecord]:
 def _clear(loc: Location) -> None:
     """Remove a conversion from ``loc``: shards, index files, done-markers, spool."""
     for name in loc.listdir():
-        if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME, OFFSETS_NAME):
+        if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME, OFFSETS_NAME, VIDEOS_TABLE_NAME):
             loc.remove(name)
     loc.remove_tree(PROGRESS_DIR)
     loc.remove_tree(SPOOL_DIR)
@@ -360,7 +361,7 @@ class _Run:
         if not res.ok:
             rec.status, rec.reason = "skipped", res.reason
             return
-        rec.status, rec.clips = "ok", res.clips
+        rec.status, rec.clips, rec.sample = "ok", res.clips, res.sample
         with spool.read(res) as (fh, mapped):
             packer.add_video(fh, mapped, res.sample_sizes, e.index, skip, e.relpath)
 

@@ -69,6 +69,12 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audio-samples", type=int, default=None, help="audio sample rate to resample to (Hz)")
     g.add_argument("--audio-channels", type=int, default=None, help="audio channel count to remix to")
     g = p.add_argument_group("storage")
+    g.add_argument(
+        "--layout", choices=("clips", "videos"), default=None,
+        help="clips: one sample per clip, T/S/frame rate fixed now (default); videos: each video stored once, "
+        "clips cut when loading with any T/S/frame rate (these flags are then the loaders' defaults); the plan "
+        "prints both sizes",
+    )
     g.add_argument("--codec", choices=("raw", "jpeg"), default=None, help="raw: lossless uint8 frames (default); jpeg: one JPEG per frame")
     g.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality 1-100 (default 90)")
     g.add_argument("--shard-size", type=_size, default=None, help="target bytes per shard, e.g. 256MB (default 256MB)")
@@ -108,7 +114,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 _OPTION_FLAGS = (
     "split", "dataset", "frames_per_clip", "step_between_clips", "frame_rate", "extensions", "num_classes",
     "video_width", "video_height", "video_min_dimension", "audio_samples", "audio_channels",
-    "codec", "jpeg_quality", "shard_size", "checksum", "workers", "decoder_threads",
+    "codec", "jpeg_quality", "shard_size", "checksum", "workers", "decoder_threads", "layout",
 )
 
 

@@ -24,7 +24,8 @@ from .clips import audio_window, clip_count, selected_count, selected_index
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoError", "Probe", "probe", "target_size", "DecodedClip", "iter_clips"]
+__all__ = ["VideoError", "Probe", "probe", "target_size", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
+           "decode_audio_track"]
 
 # No Python log callback: with one installed, a frame-threaded decoder that logs an error
 # while its context is being freed waits for the GIL held by the freeing thread (a deadlock
@@ -520,3 +521,89 @@ def expected_clips(num_frames: int, fps: float, frame_rate: Optional[float], T: 
 
 def estimate_duration(probe_: Probe) -> float:
     return probe_.packets / probe_.fps if probe_.fps else math.nan
+
+
+# -- whole videos (the ``videos`` layout): every frame, and the whole audio track -------------------
+
+
+def iter_frames(path: str, *, video_width: int = 0, video_height: int = 0, video_min_dimension: int = 0,
+                threads: int = 0, info: Optional[VideoInfo] = None) -> Iterator[np.ndarray]:
+    """Every frame of the best video stream, front to back, RGB24 uint8 ``[H, W, 3]``, resized:
+    the very frames :func:`iter_clips` cuts its clips from (same scaler, same checks). Raises
+    :class:`VideoError` for a file that cannot be used; ``info`` gets fps, size and frame count."""
+    info = info if info is not None else VideoInfo()
+    container = _open(path)
+    try:
+        vstream, fps = _video_stream(container)
+        info.fps = fps
+        vstream.thread_type = "AUTO"
+        if threads:
+            vstream.codec_context.thread_count = threads
+        frames = _FrameCount(vstream, fps)
+        reformatter = VideoReformatter()
+        size: Optional[tuple[int, int]] = None
+        try:
+            for frame in container.decode(vstream):
+                frames.count(frame)
+                if size is None:
+                    size = target_size(frame.width, frame.height, video_width, video_height, video_min_dimension)
+                    info.width, info.height = size
+                yield reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24", threads=1).to_ndarray()
+        except av.error.FFmpegError as exc:
+            raise frames.decode_error(exc) from exc
+        frames.check_complete()
+        info.num_frames = frames.decoded
+    finally:
+        container.close()
+
+
+@dataclass
+class AudioTrack:
+    """A whole decoded audio track: rate, channels, first timestamp and sample count. ``partial``:
+    decoding failed part-way and ``samples`` are those decoded before (a clip whose audio window
+    ends later has empty audio, as :func:`iter_clips` gives it)."""
+
+    sample_rate: int = 0
+    channels: int = 0
+    t_first: float = 0.0
+    samples: int = 0
+    partial: bool = False
+
+
+def decode_audio_track(path: str, *, rate: int = 0, channels: int = 0, threads: int = 0, info: VideoInfo,
+                       sink: Callable[[np.ndarray], None]) -> AudioTrack:
+    """Decode the best audio stream whole, resampled as :func:`iter_clips` does, handing each
+    float32 ``[K, n]`` chunk to ``sink`` in order (memory: one chunk). No audio stream, or
+    audio that cannot be decoded: an empty track (``info.audio_error`` says why)."""
+    track = AudioTrack()
+    container = _open(path)
+    try:
+        stream = _best(container, "audio")
+        index = stream.index if stream is not None else None  # read before close: the stream dies with it
+    finally:
+        container.close()
+    if index is None:
+        return track
+    try:
+        reader = _AudioReader(path, index, rate, channels, threads)
+    except (av.error.FFmpegError, VideoError, ValueError) as exc:
+        info.audio_error = f"audio not decodable ({exc}); clips have empty audio"
+        return track
+    track.sample_rate, track.channels, track.t_first = reader.sample_rate, reader.channels, reader.t_first or 0.0
+    info.sample_rate, info.audio_channels = reader.sample_rate, reader.channels
+    try:
+        while True:
+            while reader.chunks:
+                sink(reader.chunks.popleft())
+            if reader.done or not reader.sample_rate:
+                break
+            reader._decode_one()
+    except av.error.FFmpegError as exc:
+        info.audio_error = f"audio decode failed ({_why(exc)}); later clips have empty audio"
+        track.partial = True
+        while reader.chunks:
+            sink(reader.chunks.popleft())
+    finally:
+        _close_quietly(reader)
+    track.samples = reader.total
+    return track

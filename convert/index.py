@@ -18,6 +18,8 @@ from .options import ConvertOptions
 from .report import ConvertReport, VideoRecord
 from .schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, REPORT_NAME, checksum_of, dumps_json, encode_npy
 from .storage import Location
+from .schema import LAYOUT_VIDEOS, VIDEOS_FORMAT_VERSION
+from .video_sample import VIDEOS_TABLE_NAME, table_bytes
 from .writer import ShardInfo
 
 logger = logging.getLogger(__name__)
@@ -88,9 +90,30 @@ def write_index(
         "shards": shard_rows,
         "videos": [v.to_json() for v in videos],
     }
+    if opts.layout == LAYOUT_VIDEOS:
+        index.update(write_video_table(loc, opts, shards, videos))
     report.videos, report.shards, report.clips, report.bytes = videos, shard_rows, clips, total_bytes
     loc.write_bytes_atomic(REPORT_NAME, json.dumps(report.to_json(), indent=1, ensure_ascii=False).encode("utf-8"))
     loc.write_bytes_atomic(INDEX_NAME, dumps_json(index))
+
+
+def write_video_table(loc: Location, opts: ConvertOptions, shards: Sequence[ShardInfo],
+                      videos: Sequence[VideoRecord]) -> dict[str, Any]:
+    """The videos layout: write ``videos.npy`` (a row per stored video: its sample's shard and
+    byte range, and where its frames and audio lie in it, see :mod:`.video_sample`); returns
+    what the index records of it (its version and layout, the table's size and checksum)."""
+    stored = iter([v for v in videos if v.status == "ok"])
+    rows = []
+    for i, s in enumerate(shards):
+        for row in s.offsets:
+            v = next(stored)
+            rows.append({"video_index": v.index, "label": v.label, "num_frames": v.frames, "width": v.width,
+                         "height": v.height, "fps": v.fps, "shard": i, "sample_offset": row[0], "sample_bytes": row[1],
+                         **(v.sample or {})})
+    data = table_bytes(rows)
+    loc.write_bytes_atomic(VIDEOS_TABLE_NAME, data)
+    return {"version": VIDEOS_FORMAT_VERSION, "layout": LAYOUT_VIDEOS,
+            "video_table": {"name": VIDEOS_TABLE_NAME, "bytes": len(data), opts.checksum: checksum_of(opts.checksum, data)}}
 
 
 def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], url: str, split: str) -> ConvertReport:

@@ -47,7 +47,7 @@ def inspect_output(
         if v.get("warning"):
             warnings.append({"index": v["index"], "path": v["path"], "warning": v["warning"]})
     shard_bytes = sum(int(s["bytes"]) for s in out.shards)
-    offsets_bytes = int(index.get("offsets", {}).get("bytes", 0))
+    offsets_bytes = int(index.get("offsets", {}).get("bytes", 0)) + int((index.get("video_table") or {}).get("bytes", 0))
     report = read_json(out.loc, REPORT_NAME)
     folds = {"folds": fold_counts(out.videos, index.get("annotations"))} if index.get("annotations") else {}
     return {
@@ -55,6 +55,7 @@ def inspect_output(
         "split": out.split,
         "format": index["format"],
         "version": index["version"],
+        "layout": out.layout,
         "options": index["options"],
         "counts": index["counts"],
         "classes": per_class,
@@ -90,10 +91,12 @@ def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: in
     lines = [f"{info['url']}  ({info['format']} v{info['version']}, split {info['split']})"]
     fr = f"{o['frame_rate']:g} fps" if o.get("frame_rate") else "source fps"
     size = _describe_resize(o)
-    lines.append(
-        f"clips: {c['clips']} of {o['frames_per_clip']} frames, step {o['step_between_clips']}, {fr}, {size}, "
-        f"codec {o['codec']}" + (f" (quality {o['jpeg_quality']})" if o["codec"] == "jpeg" else "")
-    )
+    codec = f"codec {o['codec']}" + (f" (quality {o['jpeg_quality']})" if o["codec"] == "jpeg" else "")
+    if info.get("layout") == "videos":
+        lines.append(f"videos layout: {c['clips']} videos stored whole, {size}, {codec}; clips cut when loading "
+                     f"(defaults: {o['frames_per_clip']} frames, step {o['step_between_clips']}, {fr})")
+    else:
+        lines.append(f"clips: {c['clips']} of {o['frames_per_clip']} frames, step {o['step_between_clips']}, {fr}, {size}, {codec}")
     lines.append("options: " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(o.items())))
     lines.append(
         f"videos: {c['videos']} ({c['videos_ok']} converted, {c['videos_skipped']} skipped)"

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from .folds import DATASETS, FOLD_DATASETS, FOLD_EXTENSIONS, FOLDS_SPLIT, KINETICS
 from .layout import normalize_extensions
-from .schema import CHECKSUMS, CODECS
+from .schema import CHECKSUMS, CODECS, LAYOUT_CLIPS, LAYOUTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +84,10 @@ class ConvertOptions:
     jpeg_quality: int = 90
     shard_size: int = DEFAULT_SHARD_SIZE
     checksum: str = CHECKSUMS[0]
+    # "clips": one sample per clip (T, S and the frame rate fixed now); "videos": one sample per
+    # video, every frame once, clips cut when loading (T, S and the frame rate are then the
+    # loaders' defaults). Recorded in the index only for "videos": a clips output's bytes predate it.
+    layout: str = LAYOUT_CLIPS
     dataset: str = field(default=KINETICS, metadata={"recorded_unless": KINETICS})  # ROOT's layout, see .folds
     # run-only options: they change how the work is done, never the bytes written
     decoder_threads: int = field(default=1, metadata={"run_only": True})
@@ -124,6 +128,8 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
+        if self.layout not in LAYOUTS:
+            bad("layout", f"must be one of {LAYOUTS} (clips: one sample per clip; videos: clips cut when loading)")
         if not isinstance(self.yes, bool):
             bad("yes", "must be True or False")
         if self.connect_timeout is not None and not _seconds_ok(self.connect_timeout):
@@ -160,7 +166,7 @@ class ConvertOptions:
         """The options that determine the output bytes, as recorded in the index."""
         out = {}
         for f in fields(self):
-            if f.metadata.get("run_only"):
+            if f.metadata.get("run_only") or (f.name == "layout" and self.layout == LAYOUT_CLIPS):
                 continue
             if "recorded_unless" in f.metadata and f.metadata["recorded_unless"] == getattr(self, f.name):
                 continue  # an option added later, left out at its old behaviour: those indexes keep their bytes

@@ -23,6 +23,8 @@ import numpy as np
 from .options import SPLITS
 from .schema import (
     INDEX_NAME,
+    LAYOUT_VIDEOS,
+    LAYOUTS,
     OFFSETS_NAME,
     ShardFormatError,
     check_index_version,
@@ -33,11 +35,14 @@ from .schema import (
     sample_fields,
 )
 from .storage import Location
+from .video_sample import video_key
 from .writer import BLOCK
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Output", "split_location", "tar_members", "read_clip"]
+__all__ = ["Output", "split_location", "tar_members", "read_clip", "PREVIEW_FRAMES"]
+
+PREVIEW_FRAMES = 16
 
 
 class Output:
@@ -56,14 +61,17 @@ class Output:
             self.index: dict[str, Any] = json.loads(raw)
         except ValueError as exc:
             raise ShardFormatError(f"{self.index_url}: index is not valid JSON: {exc}") from exc
-        check_index_version(self.index, where=self.index_url)
+        self.layout = check_index_version(self.index, where=self.index_url, layouts=LAYOUTS)
         self.split: str = self.index.get("split", split or "")
         self.shards: list[dict[str, Any]] = list(self.index["shards"])
         self.firsts = [int(s["first_clip"]) for s in self.shards]
         self.clips = int(self.index["counts"]["clips"])
         self.classes: list[str] = list(self.index["classes"])
         self.videos: list[dict[str, Any]] = list(self.index["videos"])
-        with_clips = sorted((v for v in self.videos if v["status"] == "ok" and v["clips"] > 0), key=lambda v: v["first_clip"])
+        # a sample is a clip, or in the videos layout a whole video (kept however few clips it gives)
+        self.per_sample = {v["index"]: 1 for v in self.videos} if self.layout == LAYOUT_VIDEOS else {}
+        with_clips = sorted((v for v in self.videos if v["status"] == "ok" and (v["clips"] > 0 or self.per_sample)),
+                            key=lambda v: v["first_clip"])
         self._video_firsts = [int(v["first_clip"]) for v in with_clips]
         self._video_by_first = with_clips
 
@@ -75,7 +83,7 @@ class Output:
         if i < 0:
             return None
         v = self._video_by_first[i]
-        return v if g < v["first_clip"] + v["clips"] else None
+        return v if g < v["first_clip"] + self.per_sample.get(v["index"], v["clips"]) else None
 
     def read_offsets_bytes(self) -> bytes:
         name = self.index.get("offsets", {}).get("name", OFFSETS_NAME)
@@ -121,14 +129,14 @@ class Output:
         video = self.video_of(g)
         if video is None:
             raise ShardFormatError(f"{where}: no converted video of the index owns clip {g}")
-        expected_key = clip_key(video["index"], g - video["first_clip"])
+        expected_key = video_key(video["index"]) if self.per_sample else clip_key(video["index"], g - video["first_clip"])
         if sample["key"] != expected_key:
             raise ShardFormatError(f"{where}: sample key {sample['key']!r}, the index expects {expected_key!r}")
         if sample["label"] != video["label"]:
             raise ShardFormatError(f"{where}: label {sample['label']}, the index gives {video['path']} label {video['label']}")
-        t = self.index["options"].get("frames_per_clip")
+        t = video["frames"] if self.per_sample else self.index["options"].get("frames_per_clip")
         if t is not None and sample["video"].shape[0] != t:
-            raise ShardFormatError(f"{where}: {sample['video'].shape[0]} frames, frames_per_clip is {t}")
+            raise ShardFormatError(f"{where}: {sample['video'].shape[0]} frames, the index says {t}")
         sample["video_record"] = video
         sample["shard"] = shard["name"]
         return sample
@@ -182,12 +190,18 @@ def read_clip(
 ) -> dict[str, Any]:
     """Clip ``index`` (global clip order) of a conversion, decoded.
 
+    In the videos layout ``index`` is a video (its sample) and ``video`` up to :data:`PREVIEW_FRAMES`
+    of its frames, spread over it (``meta["frame_indices"]``), with its whole audio track.
     Returns ``decode_sample``'s dict (``video`` uint8 [T,H,W,3], ``audio`` float32 [K,L],
     ``label``, ``meta``) plus ``key``, ``shard``, ``class_name``, ``path`` and ``url``.
     """
     out = Output(url, split, storage_options)
     g = out.check_clip_index(index)
     sample = out.read_sample(g, out.offsets())
+    if out.per_sample:  # the videos layout: sample ``index`` is a whole video; keep frames spread over it
+        keep = np.unique(np.linspace(0, sample["video"].shape[0] - 1, num=min(PREVIEW_FRAMES, sample["video"].shape[0])).astype(int))
+        sample["video"] = sample["video"][keep]
+        sample["meta"].update(frame_indices=keep.tolist(), clip_index=0)
     sample["class_name"] = out.classes[sample["label"]]
     sample["path"] = sample["video_record"]["path"]
     sample["url"] = out.loc.url

@@ -13,12 +13,16 @@ from .clips import clip_count, frame_store_counts, selected_count
 from .decode import Probe, VideoError, probe, target_size
 from .layout import VideoEntry
 from .options import ConvertOptions
+from .schema import LAYOUT_CLIPS, LAYOUT_VIDEOS
 from .units import human_bytes
 
 __all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_plan", "JPEG_BYTES_PER_PIXEL"]
 
 TAR_HEADER = 512
 SAMPLE_OVERHEAD = 4 * 1024 + 512  # cls, json, audio headers and padding, roughly
+
+RECOMMEND_VIDEOS = 1.5
+"""The plan recommends the videos layout when the clips layout would be this many times larger."""
 
 JPEG_BYTES_PER_PIXEL = {50: 0.08, 75: 0.12, 90: 0.22, 95: 0.32, 100: 0.8}
 
@@ -63,11 +67,21 @@ class Plan:
     clips: int = 0
     frames_stored: int = 0
     frames_distinct: int = 0
-    bytes: int = 0
+    bytes: int = 0  # estimated output of the layout chosen
+    frames_source: int = 0  # every frame of the readable videos: what the videos layout stores
+    bytes_clips: int = 0  # estimated output of either layout
+    bytes_videos: int = 0
+    layout: str = LAYOUT_CLIPS
 
     @property
     def reuse(self) -> float:
         return self.frames_stored / self.frames_distinct if self.frames_distinct else 0.0
+
+    @property
+    def recommended(self) -> str:
+        """``videos`` when the clips layout would store more than :data:`RECOMMEND_VIDEOS` times
+        its bytes (overlapping clips); else ``clips``, which reads fastest and needs no table."""
+        return LAYOUT_VIDEOS if self.bytes_clips > RECOMMEND_VIDEOS * self.bytes_videos else LAYOUT_CLIPS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +92,15 @@ class Plan:
             "frames_stored": self.frames_stored,
             "frame_reuse": round(self.reuse, 3),
             "estimated_bytes": self.bytes,
+            "layouts": {
+                LAYOUT_CLIPS: {"estimated_bytes": self.bytes_clips, "frames": round(self._ratio(self.frames_stored), 3)},
+                LAYOUT_VIDEOS: {"estimated_bytes": self.bytes_videos, "frames": 1.0 if self.frames_source else 0.0},
+                "recommended": self.recommended,
+            },
         }
+
+    def _ratio(self, frames: int) -> float:
+        return frames / self.frames_source if self.frames_source else 0.0
 
     def describe(self, options: ConvertOptions) -> str:
         return (
@@ -86,32 +108,42 @@ class Plan:
             f"~{self.clips} clips of {options.frames_per_clip} frames; "
             f"each stored frame appears {self.reuse:.2f}x on average "
             f"({self.frames_stored} frames stored); "
-            f"estimated output ~{human_bytes(self.bytes)} ({options.codec})"
+            f"estimated output ~{human_bytes(self.bytes)} ({options.codec}, {self.layout} layout); "
+            f"stored size: clips layout ~{human_bytes(self.bytes_clips)} ({self._ratio(self.frames_stored):.1f}x the frames), "
+            f"videos layout ~{human_bytes(self.bytes_videos)} (1.0x); recommended: --layout {self.recommended}"
         )
 
 
 def make_plan(probes: list[ProbeResult], options: ConvertOptions) -> Plan:
-    plan = Plan(videos=len(probes))
-    T, S = options.frames_per_clip, options.step_between_clips
+    plan = Plan(videos=len(probes), layout=options.layout)
     for r in probes:
         if r.probe is None:
             plan.unreadable[r.index] = r.reason
-            continue
-        p = r.probe
-        entries = selected_count(p.packets, p.fps, options.frame_rate)
-        clips = clip_count(entries, T, S)
-        if clips == 0:
-            plan.too_short += 1
-            continue
-        distinct, stored = frame_store_counts(entries, T, S)
-        plan.clips += clips
-        plan.frames_stored += stored
-        plan.frames_distinct += distinct
-        w, h = target_size(p.width or 1, p.height or 1, options.video_width, options.video_height, options.video_min_dimension)
-        pixels = w * h * 3
-        per_frame = pixels if options.codec == "raw" else jpeg_bytes_per_pixel(options.jpeg_quality) * w * h + TAR_HEADER
-        rate = options.audio_samples or p.sample_rate
-        channels = options.audio_channels or p.channels
-        audio = int(4 * channels * rate * T / (options.frame_rate or p.fps)) if p.audio_stream is not None else 0
-        plan.bytes += int(clips * (T * per_frame + audio + SAMPLE_OVERHEAD))
+        else:
+            _plan_video(plan, r.probe, options)
+    plan.bytes = plan.bytes_videos if options.layout == LAYOUT_VIDEOS else plan.bytes_clips
     return plan
+
+
+def _plan_video(plan: Plan, p: Probe, options: ConvertOptions) -> None:
+    """Add one readable video to both layouts' estimates."""
+    T, S = options.frames_per_clip, options.step_between_clips
+    w, h = target_size(p.width or 1, p.height or 1, options.video_width, options.video_height, options.video_min_dimension)
+    per_frame = w * h * 3 if options.codec == "raw" else jpeg_bytes_per_pixel(options.jpeg_quality) * w * h + TAR_HEADER
+    rate = options.audio_samples or p.sample_rate
+    channels = options.audio_channels or p.channels
+    audio_per_second = 4 * channels * rate if p.audio_stream is not None else 0
+    plan.frames_source += p.packets
+    plan.bytes_videos += int(p.packets * per_frame + audio_per_second * p.packets / p.fps + SAMPLE_OVERHEAD
+                             + (16 * p.packets if options.codec == "jpeg" else 0))
+    entries = selected_count(p.packets, p.fps, options.frame_rate)
+    clips = clip_count(entries, T, S)
+    if clips == 0:
+        plan.too_short += 1
+        return
+    distinct, stored = frame_store_counts(entries, T, S)
+    plan.clips += clips
+    plan.frames_stored += stored
+    plan.frames_distinct += distinct
+    audio = int(audio_per_second * T / (options.frame_rate or p.fps))
+    plan.bytes_clips += int(clips * (T * per_frame + audio + SAMPLE_OVERHEAD))

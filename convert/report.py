@@ -36,12 +36,14 @@ class VideoRecord:
     sample_rate: int = 0
     warning: str = ""
     folds: Optional[list[int]] = None  # UCF101/HMDB51: TRAIN|TEST bits for folds 1..3 (see .folds)
+    sample: Optional[dict[str, Any]] = None  # the videos layout: where its frames and audio lie in its sample
 
     def to_json(self) -> dict[str, Any]:
         """As JSON; texts valid UTF-8 (a decoder's message may quote an undecodable file name);
-        ``folds`` only where there are folds (a Kinetics index keeps its bytes)."""
+        ``folds`` only where there are folds, ``sample`` only in the videos layout (a Kinetics
+        clips index keeps its bytes)."""
         return {k: escape_surrogates(v) if isinstance(v, str) else v for k, v in asdict(self).items()
-                if not (k == "folds" and v is None)}
+                if not (k in ("folds", "sample") and v is None)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VideoRecord":

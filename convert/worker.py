@@ -17,8 +17,9 @@ import av
 from .decode import VideoError, VideoInfo, expected_clips, iter_clips
 from .layout import VideoEntry
 from .options import ConvertOptions
-from .schema import clip_key, encode_sample
+from .schema import LAYOUT_VIDEOS, clip_key, encode_sample
 from .storage import Location
+from .video_encoder import VideoSample, write_video_sample
 from .writer import write_members
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class VideoResult:
     spool_reused: bool = False  # a slot file: the writer keeps it for later videos
     slot: int = -1  # the slot file's number when spool_reused
     info: Optional[VideoInfo] = None
+    sample: Optional[dict[str, Any]] = None  # the videos layout: where frames and audio lie in the sample (VideoRecord.sample)
 
 
 def spool_name(index: int) -> str:
@@ -79,8 +81,8 @@ def _open_spool(spool: Location, task: VideoTask) -> Iterator[BinaryIO]:
 
 
 def convert_video(task: VideoTask) -> VideoResult:
-    """Decode and encode every clip of one video into the spool (``spool_url/<index>.spool``,
-    or the task's slot file)."""
+    """Decode and encode every clip of one video (the ``videos`` layout: the whole video, one
+    sample) into the spool (``spool_url/<index>.spool``, or the task's slot file)."""
     e, o = task.entry, task.options
     info = VideoInfo()
     spool = Location(task.spool_url, task.storage_options)
@@ -92,43 +94,14 @@ def convert_video(task: VideoTask) -> VideoResult:
             spool.remove(name)
 
     sizes: list[int] = []
+    sample: Optional[VideoSample] = None
     try:
         with _open_spool(spool, task) as fh:
-            for clip in iter_clips(
-                e.path,
-                frames_per_clip=o.frames_per_clip,
-                step_between_clips=o.step_between_clips,
-                frame_rate=o.frame_rate,
-                video_width=o.video_width,
-                video_height=o.video_height,
-                video_min_dimension=o.video_min_dimension,
-                audio_samples=o.audio_samples,
-                audio_channels=o.audio_channels,
-                skip_clips=task.skip_clips,
-                threads=o.decoder_threads,
-                info=info,
-            ):
-                meta = {
-                    "path": e.relpath,
-                    "class": e.class_name,
-                    "label": e.label,
-                    "video_index": e.index,
-                    "clip_index": clip.clip_index,
-                    "frame_indices": list(clip.frame_indices),
-                    "fps": info.fps,
-                    "frame_rate": o.frame_rate,
-                    "audio_sample_rate": info.sample_rate if clip.audio.shape[1] or info.sample_rate else None,
-                }
-                members = encode_sample(
-                    clip_key(e.index, clip.clip_index),
-                    video=clip.video,
-                    audio=clip.audio,
-                    label=e.label,
-                    meta=meta,
-                    codec=o.codec,
-                    jpeg_quality=o.jpeg_quality,
-                )
-                sizes.append(write_members(fh, members))
+            if o.layout == LAYOUT_VIDEOS:
+                sample = write_video_sample(fh, e, o, info, scratch_dir=spool.path("") if spool.is_local else None)
+                sizes.append(sample.size)
+            else:
+                _write_clips(fh, task, info, sizes)
     except VideoError as exc:
         drop()
         return VideoResult(e.index, ok=False, reason=exc.reason, info=info)
@@ -141,7 +114,7 @@ def convert_video(task: VideoTask) -> VideoResult:
         drop()
         return VideoResult(e.index, ok=False, reason=f"decoder error: {type(exc).__name__}: {exc}", info=info)
     total = expected_clips(info.num_frames, info.fps, o.frame_rate, o.frames_per_clip, o.step_between_clips)
-    if total == 0:
+    if total == 0 and sample is None:  # the videos layout keeps a short video: a shorter T may cut clips from it
         drop()
         return VideoResult(
             e.index,
@@ -153,4 +126,44 @@ def convert_video(task: VideoTask) -> VideoResult:
             info=info,
         )
     return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, spool_reused=reused,
-                       slot=task.slot if reused else -1, info=info)
+                       slot=task.slot if reused else -1, info=info, sample=sample.placement if sample is not None else None)
+
+
+def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int]) -> None:
+    """Decode the clips of the task's video and write each as a sample to ``fh`` (the clips layout)."""
+    e, o = task.entry, task.options
+    for clip in iter_clips(
+        e.path,
+        frames_per_clip=o.frames_per_clip,
+        step_between_clips=o.step_between_clips,
+        frame_rate=o.frame_rate,
+        video_width=o.video_width,
+        video_height=o.video_height,
+        video_min_dimension=o.video_min_dimension,
+        audio_samples=o.audio_samples,
+        audio_channels=o.audio_channels,
+        skip_clips=task.skip_clips,
+        threads=o.decoder_threads,
+        info=info,
+    ):
+        meta = {
+            "path": e.relpath,
+            "class": e.class_name,
+            "label": e.label,
+            "video_index": e.index,
+            "clip_index": clip.clip_index,
+            "frame_indices": list(clip.frame_indices),
+            "fps": info.fps,
+            "frame_rate": o.frame_rate,
+            "audio_sample_rate": info.sample_rate if clip.audio.shape[1] or info.sample_rate else None,
+        }
+        members = encode_sample(
+            clip_key(e.index, clip.clip_index),
+            video=clip.video,
+            audio=clip.audio,
+            label=e.label,
+            meta=meta,
+            codec=o.codec,
+            jpeg_quality=o.jpeg_quality,
+        )
+        sizes.append(write_members(fh, members))

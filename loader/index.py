@@ -18,7 +18,15 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from clipshards.convert.schema import CODECS, INDEX_NAME, OFFSETS_NAME, ShardFormatError, check_index_version, entry_checksum
+from clipshards.convert.schema import (
+    CODECS,
+    INDEX_NAME,
+    LAYOUT_CLIPS,
+    OFFSETS_NAME,
+    ShardFormatError,
+    check_index_version,
+    entry_checksum,
+)
 
 from .offsets import OFFSETS_PAGE, ClipOffsets
 from .transport import Transport, TransportOptions
@@ -62,12 +70,16 @@ class DatasetIndex:
 
     def __init__(self, url: str | os.PathLike, split: str = "train", *,
                  storage_options: Optional[Mapping[str, Any]] = None,
-                 transport: Optional[TransportOptions] = None) -> None:
+                 transport: Optional[TransportOptions] = None, layouts: tuple[str, ...] = (LAYOUT_CLIPS,)) -> None:
+        """``layouts``: the output layouts the caller reads (another one is refused, naming what reads it)."""
         self.split = split
         self.transport = Transport(split_url(url, split), storage_options=storage_options, options=transport)
         head = self._read_head()
         where = self.transport.url_of(INDEX_NAME)
-        check_index_version(head, where=where)
+        self.layout = check_index_version(head, where=where, layouts=layouts)
+        # the videos layout: the table of videos beside the index, and how many videos were found
+        self.video_table: Optional[dict[str, Any]] = head.get("video_table")
+        self.num_videos = int((head.get("counts") or {}).get("videos", 0) or 0)
         try:
             self.classes: tuple[str, ...] = tuple(str(c) for c in head["classes"])
             self.options: dict[str, Any] = dict(head.get("options") or {})

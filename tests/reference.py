@@ -381,3 +381,60 @@ def run_command(args: list, timeout: float = 300) -> subprocess.CompletedProcess
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# -- the videos layout: one sample per video ------------------------------------------------
+
+
+@dataclass
+class VideoSampleRead:
+    """One sample of a ``videos`` layout output, read with ``tarfile`` and plain NumPy."""
+
+    key: str
+    label: int
+    meta: dict
+    frames: np.ndarray  # uint8 [n, H, W, 3] (JPEG frames decoded)
+    audio: np.ndarray  # float32 [K, N]
+    members: list[str]
+
+
+def read_video_samples(split_dir: str | os.PathLike) -> list[VideoSampleRead]:
+    """Every sample of a ``videos`` layout split, in index shard order, read with ``tarfile``
+    (``np.load`` for the arrays, Pillow for JPEG frames): what a stock reader of the shards sees.
+    Also checks each sample's byte range in ``offsets.npy`` starts at its first member."""
+    from PIL import Image
+
+    split_dir = Path(split_dir)
+    index = json.loads((split_dir / "index.json").read_bytes())
+    assert index["layout"] == "videos", index.get("layout")
+    offsets = np.load(split_dir / "offsets.npy", allow_pickle=False)
+    out: list[VideoSampleRead] = []
+    for shard in index["shards"]:
+        data = (split_dir / shard["name"]).read_bytes()
+        assert len(data) == shard["bytes"]
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+            grouped: dict[str, dict[str, bytes]] = {}
+            firsts: dict[str, int] = {}
+            for m in tf:
+                key, _, field_name = m.name.partition(".")
+                grouped.setdefault(key, {})[field_name] = tf.extractfile(m).read()
+                firsts.setdefault(key, m.offset)
+        for key, members in grouped.items():
+            assert int(offsets[len(out), 0]) == firsts[key], key
+            audio = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False)
+            if "video.npy" in members:
+                frames = np.load(io.BytesIO(members["video.npy"]), allow_pickle=False)
+            else:
+                names = sorted(n for n in members if n.startswith("f") and n.endswith(".jpg"))
+                frames = np.stack([np.asarray(Image.open(io.BytesIO(members[n])).convert("RGB")) for n in names])
+            out.append(VideoSampleRead(key, int(members["cls"]), json.loads(members["json"]), frames,
+                                       np.ascontiguousarray(audio), sorted(members)))
+    return out
+
+
+def reference_whole_video(path: str | os.PathLike, *, video_width: int = 0, video_height: int = 0,
+                          video_min_dimension: int = 0, audio_samples: int = 0, audio_channels: int = 0) -> tuple[float, np.ndarray, np.ndarray, float, int]:
+    """``(fps, every frame [n, H, W, 3], the whole audio [K, N], its first timestamp, its rate)``."""
+    fps, frames = decode_all_video(os.fspath(path), video_width, video_height, video_min_dimension)
+    audio, t_first, sr = decode_all_audio(os.fspath(path), audio_samples, audio_channels)
+    return fps, np.stack(frames), audio, t_first, sr

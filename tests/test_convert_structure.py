@@ -23,7 +23,8 @@ LAYERS = [
     ["engine", "packer", "resume", "plan", "output", "lock"],
     ["spool", "index"],
     ["worker"],
-    ["writer", "decode", "errors", "options"],
+    ["video_encoder"],  # the videos layout: one whole video as one sample
+    ["writer", "decode", "errors", "options", "video_sample"],
     ["schema", "storage", "clips", "layout", "report", "synth", "folds"],
     ["units", "walk", "storage_errors"],
 ]

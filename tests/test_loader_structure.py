@@ -24,6 +24,7 @@ LAYERS = [
     ["dataloader", "indexed"],
     ["collate", "progress", "folds"],  # batches; where an epoch stands; which clips a fold keeps
     ["arguments"],
+    ["video_reader"],  # the videos layout: clips cut out of whole videos
     ["reader"],  # clips out of shards
     ["index"],
     ["offsets"],
@@ -31,12 +32,13 @@ LAYERS = [
     ["remote", "local"],
     ["readahead", "retry", "cache"],
     ["ranges", "options"],
-    ["plan", "buffers"],  # pure arithmetic; memory
+    ["plan", "buffers", "video_clips", "samplers"],  # pure arithmetic; memory; torchvision's clip samplers
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 # what the loader may take from the converter's package: the format, storage, units and fold rules, by public name
 CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "clipshards.convert.units",
-                   "clipshards.convert.folds"}  # folds: the annotation files' rules, read by both halves
+                   "clipshards.convert.folds",
+                   "clipshards.convert.clips", "clipshards.convert.video_sample"}  # the videos layout: clip rules, its format  # folds: the annotation files' rules, read by both halves
 
 
 def _modules() -> dict[str, ast.Module]:

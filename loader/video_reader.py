@@ -1,0 +1,209 @@
+"""Reading clips out of a ``videos`` layout output: each video stored once, clips cut when loading.
+
+The table of videos (``videos.npy``, read once, checked against the index's size and checksum)
+says where each video's sample lies and where its frames and audio start inside it
+(:mod:`clipshards.convert.video_sample`). A clip (:class:`~clipshards.loader.video_clips.ClipSpan`)
+is then read with one ranged read of just its frames (raw: ``first..last`` of the frame array;
+JPEG: the clip's frames, located with the video's frame table, a small read cached per video)
+and one of its audio window (the track is stored sample-interleaved, so any window is one byte
+range). Local shards are mapped, so only the pages of the frames used are touched. A batch
+(:meth:`VideoClipReader.fetch_many`) issues its reads together: on remote storage, about one
+round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from clipshards.convert.schema import JpegFrames, ShardFormatError, checksum_of, entry_checksum
+from clipshards.convert.video_sample import FRAMES_MEMBER, VIDEOS_TABLE_NAME, frame_table, read_table, video_frame_member, video_key
+
+from .index import DatasetIndex
+from .reader import ShardReadError
+from .video_clips import ClipSpan, ClipTable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VideoClip", "VideoClipReader", "open_table"]
+
+FRAME_TABLE_CACHE = 512
+Request = tuple[str, int, int]
+
+
+@dataclass
+class VideoClip:
+    """One clip as read: video uint8 ``[T, H, W, 3]``, audio float32 ``[K, L]``, its label, the
+    index of its video (discovery order, as the index's records count) and its place in it."""
+
+    video: np.ndarray
+    audio: np.ndarray
+    label: int
+    video_idx: int
+    clip_idx: int
+
+
+def open_table(index: DatasetIndex) -> np.ndarray:
+    """The split's table of videos, checked against the size and checksum the index records and
+    against the shards it points into."""
+    entry = dict(index.video_table or {})
+    name = str(entry.get("name", VIDEOS_TABLE_NAME))
+    if "/" in name or name in ("", ".", ".."):
+        raise ShardFormatError(f"{index.transport.url_of('index.json')}: bad table name {name!r}")
+    url = index.transport.url_of(name)
+    data = index.transport.read(name)
+    if "bytes" in entry and len(data) != int(entry["bytes"]):
+        raise ShardFormatError(f"{url}: {len(data)} bytes, the index says {entry['bytes']}")
+    algo, digest = entry_checksum(entry)
+    if algo and checksum_of(algo, data) != digest:
+        raise ShardFormatError(f"{url}: {algo} checksum differs from the index's")
+    table = read_table(data, where=url)
+    sizes = np.array([s.bytes for s in index.shards], dtype=np.int64)
+    if table.size and (int(table["shard"].max()) >= len(sizes)
+                       or bool(np.any(table["sample_offset"] + table["sample_bytes"] > sizes[table["shard"]]))):
+        raise ShardFormatError(f"{url}: a video's byte range lies outside its shard")
+    return table
+
+
+class VideoClipReader:
+    """Reads the clips of ``clips`` (a :class:`ClipTable` over ``index``'s table of videos)."""
+
+    def __init__(self, index: DatasetIndex, clips: ClipTable) -> None:
+        self.index, self.clips, self.table = index, clips, clips.table
+        self.jpeg = index.codec == "jpeg"
+        self._frame_tables: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_frame_tables"] = OrderedDict()
+        return state
+
+    def fetch(self, g: int) -> VideoClip:
+        """Clip ``g`` of the global order."""
+        return self.fetch_many([g])[0]
+
+    def fetch_many(self, gs: Sequence[int]) -> list[VideoClip]:
+        """Clips ``gs``, their reads issued together (concurrent on remote storage)."""
+        spans = [self.clips.span(int(g)) for g in gs]
+        if self.jpeg:
+            self._load_frame_tables([s for s in spans], list(gs))
+        plans = [self._requests(s, int(g)) for s, g in zip(spans, gs)]
+        flat = [r for p in plans for r in p]
+        bufs = self._read(flat, list(gs), [len(p) for p in plans])
+        out, i = [], 0
+        for s, g, p in zip(spans, gs, plans):
+            out.append(self._assemble(s, int(g), bufs[i: i + len(p)]))
+            i += len(p)
+        return out
+
+    # -- where the bytes are ----------------------------------------------------------------
+    def _shard(self, row: int) -> str:
+        return self.index.shards[int(self.table["shard"][row])].name
+
+    def _requests(self, s: ClipSpan, g: int) -> list[Request]:
+        """``[video range, audio range (if any)]`` of clip ``s``: shard name, start, end."""
+        r = self.table[s.row]
+        base, size = int(r["sample_offset"]), int(r["sample_bytes"])
+        lo, hi = int(s.frames[0]), int(s.frames[-1])
+        if hi >= int(r["num_frames"]):
+            raise self._error(g, s, None, f"frame {hi} is past the video's {int(r['num_frames'])} frames")
+        if self.jpeg:
+            ft = self._frame_tables[s.row]
+            start, end = int(ft[lo, 0]), int(ft[hi, 0] + ft[hi, 1])
+        else:
+            frame_bytes = int(r["width"]) * int(r["height"]) * 3
+            start = int(r["video_at"]) + lo * frame_bytes
+            end = int(r["video_at"]) + (hi + 1) * frame_bytes
+        reqs = [(start, end)]
+        if s.audio and s.b > s.a:
+            k = int(r["audio_channels"])
+            reqs.append((int(r["audio_at"]) + 4 * k * s.a, int(r["audio_at"]) + 4 * k * s.b))
+        for a, b in reqs:
+            if not 0 <= a <= b <= size:
+                raise self._error(g, s, None, f"bytes [{a}, {b}) of the sample are outside its {size} bytes")
+        name = self._shard(s.row)
+        return [(name, base + a, base + b) for a, b in reqs]
+
+    def _load_frame_tables(self, spans: list[ClipSpan], gs: list[int]) -> None:
+        """Read (together) the JPEG frame tables of the videos not in the cache."""
+        rows = sorted({s.row for s in spans if s.row not in self._frame_tables})
+        reqs = []
+        for row in rows:
+            r = self.table[row]
+            start = int(r["sample_offset"]) + int(r["video_at"])
+            reqs.append((self._shard(row), start, start + 16 * int(r["num_frames"])))
+        bufs = self._read(reqs, [gs[0]] * len(reqs), [1] * len(reqs)) if reqs else []
+        for row, buf in zip(rows, bufs):
+            key = video_key(int(self.table["video_index"][row]))
+            try:
+                ft = frame_table(buf, int(self.table["num_frames"][row]), where=f"{key}.{FRAMES_MEMBER}")
+            except ShardFormatError as exc:
+                raise ShardReadError(self.index.transport.url_of(self._shard(row)), gs[0], f"{key}.{FRAMES_MEMBER}", str(exc)) from exc
+            self._frame_tables[row] = ft
+            while len(self._frame_tables) > FRAME_TABLE_CACHE:
+                self._frame_tables.popitem(last=False)
+        for s in spans:
+            self._frame_tables.move_to_end(s.row)
+
+    def _read(self, reqs: list[Request], gs: list[int], per_clip: list[int]) -> list[Any]:
+        """Buffers of ``reqs`` (mapped where local); a failed read names the shard and the clip."""
+        transport = self.index.transport
+        owners = [g for g, n in zip(gs, per_clip) for _ in range(n)]
+        if transport.maps:
+            out = []
+            for (name, a, b), g in zip(reqs, owners):
+                try:
+                    out.append(transport.map_buffer(name, a, b))
+                except OSError as exc:
+                    raise ShardReadError(transport.url_of(name), g, None, f"read of bytes [{a}, {b}) failed: {exc}") from exc
+            return out
+        bufs = transport.read_many(reqs, return_exceptions=True, buffers=True)
+        for (name, a, b), g, buf in zip(reqs, owners, bufs):
+            if isinstance(buf, OSError):
+                raise ShardReadError(transport.url_of(name), g, None, f"read of bytes [{a}, {b}) failed: {buf}") from buf
+            if isinstance(buf, BaseException):
+                raise buf
+            if len(buf) != b - a:
+                raise ShardReadError(transport.url_of(name), g, None, f"truncated: {len(buf)} of {b - a} bytes at {a}")
+        return bufs
+
+    # -- the clip ---------------------------------------------------------------------------
+    def _assemble(self, s: ClipSpan, g: int, bufs: list[Any]) -> VideoClip:
+        r = self.table[s.row]
+        h, w = int(r["height"]), int(r["width"])
+        if self.jpeg:
+            video = self._jpeg_video(s, g, bufs[0], h, w)
+        else:
+            lo = int(s.frames[0])
+            span = np.frombuffer(bufs[0], dtype=np.uint8).reshape(-1, h, w, 3)
+            contiguous = bool(np.array_equal(s.frames, np.arange(lo, lo + len(s.frames))))
+            video = span if contiguous else span[s.frames - lo]
+        k = int(r["audio_channels"])
+        if not s.audio:
+            audio = np.empty((1, 0), dtype=np.float32)
+        elif s.b == s.a:
+            audio = np.zeros((k, 0), dtype=np.float32)
+        else:
+            audio = np.ascontiguousarray(np.frombuffer(bufs[1], dtype="<f4").reshape(s.b - s.a, k).T, dtype=np.float32)
+        return VideoClip(video, audio, int(r["label"]), int(r["video_index"]), s.clip)
+
+    def _jpeg_video(self, s: ClipSpan, g: int, buf: Any, h: int, w: int) -> np.ndarray:
+        ft = self._frame_tables[s.row]
+        start = int(ft[int(s.frames[0]), 0])
+        view = memoryview(buf)
+        frames = [view[int(ft[f, 0]) - start: int(ft[f, 0] + ft[f, 1]) - start] for f in s.frames]
+        out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+        try:
+            JpegFrames(frames).decode_into(out)
+        except ShardFormatError as exc:
+            raise self._error(g, s, video_frame_member(int(s.frames[0])), str(exc)) from exc
+        return out
+
+    def _error(self, g: int, s: ClipSpan, field: Optional[str], reason: str) -> ShardReadError:
+        key = video_key(int(self.table["video_index"][s.row]))
+        return ShardReadError(self.index.transport.url_of(self._shard(s.row)), g, f"{key}.{field}" if field else key, reason)
+
