@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .errors import ConversionError, OutputLocked, OutputUnusable
-from .storage import Location
+from .storage import Location, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -281,5 +281,7 @@ def lock_output(loc: Location) -> FileLock | Lease:
         return FileLock(loc)
     try:
         return Lease(loc)
+    except StorageError:
+        raise  # no credentials, access denied ...: its own one-line message
     except OSError as exc:
         raise ConversionError(f"cannot take the lock {loc.join_url(LEASE_NAME)} ({type(exc).__name__}: {exc})") from exc
