@@ -78,9 +78,10 @@ def check_fold(fold: Any) -> int:
     return fold
 
 
-def keeps(membership: int, train: bool) -> bool:
-    """Whether a video with this membership of a fold is in its train (or test) split."""
-    return bool(membership & (TRAIN if train else TEST))
+def keeps(membership: Any, train: bool) -> Any:
+    """Whether a video with this membership of a fold is in its train (or test) split (for an
+    int, a bool; for an integer array, a boolean array)."""
+    return (membership & (TRAIN if train else TEST)) != 0
 
 
 def fold_files(dataset: str, folder: str | os.PathLike, fold: int) -> list[tuple[str, int]]:

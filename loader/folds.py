@@ -97,7 +97,7 @@ def fold_memberships(index: DatasetIndex, dataset: str, fold: int,
     where = index.transport.url_of("index.json")
     if annotation_path is None:
         try:
-            return np.array([int(v["folds"][fold - 1]) for v in records], dtype=np.int64)
+            return np.array([v["folds"][fold - 1] for v in records], dtype=np.int64)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ShardFormatError(f"{where}: video records without folds 1..{len(FOLDS)} ({exc!r})") from exc
     lists = read_fold_lists(dataset, annotation_path, folds=(fold,))
@@ -112,13 +112,13 @@ def select_fold(index: DatasetIndex, dataset: str, fold: int, train: bool,
                 annotation_path: Optional[str | os.PathLike] = None) -> FoldSelection:
     """The videos and clips of ``fold`` (1, 2 or 3), train or test split, of a ``dataset`` conversion."""
     member = fold_memberships(index, dataset, fold, annotation_path)
-    records = index.videos
     try:
-        clips = np.array([int(v["clips"]) if v["status"] == "ok" else 0 for v in records], dtype=np.int64)
-        firsts = np.array([int(v["first_clip"]) for v in records], dtype=np.int64)
+        rows = np.array([(v["first_clip"], v["clips"] if v["status"] == "ok" else 0) for v in index.videos],
+                        dtype=np.int64).reshape(-1, 2)
     except (KeyError, TypeError, ValueError) as exc:
         raise ShardFormatError(f"{index.url}: malformed video records ({exc!r})") from exc
-    kept = np.flatnonzero([keeps(int(m), train) for m in member])
+    firsts, clips = rows[:, 0], rows[:, 1]
+    kept = np.flatnonzero(keeps(member, train))
     with_clips = kept[clips[kept] > 0]
     if ((firsts[with_clips] < 0) | (firsts[with_clips] + clips[with_clips] > index.num_clips)).any():
         raise ShardFormatError(f"{index.url}: video records point at clips outside 0..{index.num_clips - 1}")
