@@ -120,9 +120,10 @@ class Walker:
         """The matching files under folder ``top``: folders in sorted path order, names sorted in each."""
         found = []
         for dirpath, names in sorted(self._folders(top)):
+            where = self.relpath(dirpath)
             for name in sorted(names):
                 if name.lower().endswith(self.extensions):
-                    f = self._file(os.path.join(dirpath, name))
+                    f = self._file(os.path.join(dirpath, name), f"{where}/{escape_surrogates(name)}")
                     if f is not None:
                         found.append(f)
         return found
@@ -172,8 +173,7 @@ class Walker:
             self.note("name", entry.path, "folder name is not valid UTF-8: its files are recorded with each undecodable byte as \\xNN")
         return (entry.path, {**ancestors, key: entry.path} if key else ancestors)
 
-    def _file(self, path: str) -> Optional[FoundFile]:
-        relpath = self.relpath(path)
+    def _file(self, path: str, relpath: str) -> Optional[FoundFile]:
         try:
             st = os.stat(path)
         except OSError:
