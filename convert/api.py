@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -20,21 +21,21 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from tqdm.auto import tqdm as _tqdm
 
 from .engine import Engine, WorkerCrashed, make_engine
-from .errors import ConversionError, OutputUnusable, StrictModeError
+from .errors import ConversionError, ConversionMismatch, OutputTooLarge, OutputUnusable, StrictModeError
 from .index import read_json, report_from_index, write_index
 from .folds import FOLD_DATASETS, AnnotationError, read_fold_lists
 from .layout import DatasetLayout, VideoEntry, discover, discover_classes
 from .lock import FileLock, Lease, lock_output
 from .options import ConvertOptions, load_config
 from .packer import ShardPacker
-from .plan import Plan, make_plan, probe_entry, probe_entry_header
+from .plan import Plan, growth_problem, make_plan, probe_entry, probe_entry_header
 from .report import ConvertReport, VideoRecord
 from .resume import PROGRESS_DIR, DoneMarkers
 from .schema import INDEX_NAME, OFFSETS_NAME, REPORT_NAME, dumps_json
 from .spool import SPOOL_DIR, Spool, remove_orphan_spools
 from .video_sample import VIDEOS_TABLE_NAME
 from .units import human_bytes
-from .storage import Location, redact
+from .storage import Location, StorageError, reach, redact
 from .worker import VideoResult, VideoTask, convert_video
 from .writer import ShardInfo
 
@@ -82,6 +83,7 @@ def convert(
         len(layout.videos), loc.url,
         redact(storage_options),
     )
+    reach(loc, timeout=opts.resolved_connect_timeout)  # no credentials, no access, no endpoint: said now, in one line
     fingerprint = _fingerprint(layout, opts)
     if engine == "local":
         remove_orphan_spools()
@@ -113,6 +115,7 @@ def _convert_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, lo
         plan = _probe_and_plan(eng, layout, opts)
         report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json(),
                                discovery=[n.to_json() for n in layout.notes])
+        _check_growth(plan, opts, layout, loc)
         if opts.dry_run:
             report.dry_run = True
             report.videos = _planned_records(layout, plan)
@@ -131,6 +134,8 @@ def _convert_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, lo
         run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report, lock)
         try:
             run.execute()
+        except StorageError:
+            raise  # no credentials, access denied ...: rerunning as it is would not help
         except OSError as exc:
             raise ConversionError(
                 f"writing {loc.url} failed ({type(exc).__name__}: {exc}); finished shards are kept, "
@@ -200,6 +205,44 @@ def _input_change(index: Mapping[str, Any], layout: DatasetLayout, opts: Convert
     return f" (the input changed since: {len(now - before)} videos added, {len(before - now)} removed)"
 
 
+def _option_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``"name: old -> new"`` for each output option that differs between an index and this run
+    (an option an index leaves out had its default)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
+
+    def value(options: Mapping[str, Any], name: str) -> Any:
+        v = options.get(name, defaults.get(name))
+        return list(v) if isinstance(v, tuple) else v
+
+    names = sorted(set(before) | set(now))
+    return [f"{n}: {value(before, n)!r} -> {value(now, n)!r}" for n in names if value(before, n) != value(now, n)]
+
+
+def _check_growth(plan: Plan, opts: ConvertOptions, layout: DatasetLayout, loc: Location) -> None:
+    """Refuse (:class:`OutputTooLarge`, status 2) a plan whose output is over 20x the input or
+    over the free space, unless ``yes``; a dry run and ``yes`` only warn."""
+    problem = growth_problem(plan, opts, sum(v.size for v in layout.videos), _free_space(loc))
+    if not problem:
+        return
+    if opts.resolved_yes or opts.dry_run:
+        logger.warning("%s", problem.replace(". To write it anyway pass --yes (yes=True)", ""))
+        return
+    raise OutputTooLarge(f"nothing written: {problem}")
+
+
+def _free_space(loc: Location) -> Optional[int]:
+    """Bytes free on the filesystem of a local OUT (its nearest existing folder); None on object storage."""
+    if not loc.is_local:
+        return None
+    path = loc.root
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
 def _finished_read_only(loc: Location, fingerprint: str, opts: ConvertOptions) -> Optional[ConvertReport]:
     """The report of this very conversion in an output that cannot be written (a read-only
     mount): nothing to do, so nothing to lock; None when it holds anything else."""
@@ -220,9 +263,16 @@ def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opt
         report_json = read_json(loc, REPORT_NAME) or {}
         return report_from_index(index, report_json, loc.url, opts.split)
     if not overwrite:
-        raise ConversionError(
-            f"{loc.url} already holds a conversion of other input or options{_input_change(index, layout, opts)}; "
-            "choose another OUT or pass overwrite=True (--overwrite)"
+        changes = _option_changes(index.get("options") or {}, opts.output_options())
+        if changes:
+            raise ConversionMismatch(
+                f"{loc.url} already holds a conversion made with other options: {'; '.join(changes)} "
+                "(was -> now); choose another OUT, convert with the options it was made with, or pass "
+                "--overwrite (overwrite=True) to replace it"
+            )
+        raise ConversionMismatch(
+            f"{loc.url} already holds a conversion of other input{_input_change(index, layout, opts)}; "
+            "choose another OUT or pass --overwrite (overwrite=True) to replace it"
         )
     _clear(loc)
     return None

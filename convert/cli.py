@@ -100,7 +100,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--yes", "-y", action="store_true",
         help=f"go on when the planned output is over {GROWTH_LIMIT}x the input or over the free space of OUT "
-        "(without it such a run stops before writing, status 2)",
+        "(without it such a run stops before writing, status 2; CLIPSHARDS_YES=1 answers it for every run)",
     )
     g.add_argument(
         "--connect-timeout", type=float, default=None, metavar="SECONDS",

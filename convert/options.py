@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 from .folds import DATASETS, FOLD_DATASETS, FOLD_EXTENSIONS, FOLDS_SPLIT, KINETICS
 from .layout import normalize_extensions
 from .schema import CHECKSUMS, CODECS, LAYOUT_CLIPS, LAYOUTS
+from .storage_errors import CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT, connect_timeout_from_env, connect_timeout_ok
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +29,8 @@ DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
 MAX_FRAME_RATE = 1000.0
 GROWTH_LIMIT = 20
 """A planned output over this many times the input (or over the free space) needs ``yes=True`` (``--yes``)."""
-CONNECT_TIMEOUT = 10.0
-"""Seconds an object store that cannot be reached is tried before giving up (``connect_timeout``)."""
-CONNECT_TIMEOUT_ENV = "CLIPSHARDS_CONNECT_TIMEOUT"
-MAX_CONNECT_TIMEOUT = 3600.0
+YES_ENV = "CLIPSHARDS_YES"
+"""``CLIPSHARDS_YES=1`` in the environment: ``yes=True`` for every run (batch jobs, CI)."""
 
 INT_RANGES: dict[str, tuple[int, int, str]] = {  # option: (lowest, highest, what a value means)
     "frames_per_clip": (1, 10_000, ""),
@@ -132,7 +131,7 @@ class ConvertOptions:
             bad("layout", f"must be one of {LAYOUTS} (clips: one sample per clip; videos: clips cut when loading)")
         if not isinstance(self.yes, bool):
             bad("yes", "must be True or False")
-        if self.connect_timeout is not None and not _seconds_ok(self.connect_timeout):
+        if self.connect_timeout is not None and not connect_timeout_ok(self.connect_timeout):
             bad("connect_timeout", f"must be a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}], or None for the default")
 
     def _resolve_dataset(self, bad: Any) -> None:
@@ -152,6 +151,11 @@ class ConvertOptions:
                                                                  if self.split == FOLDS_SPLIT else ""))
         if folds and str(self.num_classes) != "400":
             bad("num_classes", f"is Kinetics' variant; {self.dataset}'s classes are its folders: leave it unset")
+
+    @property
+    def resolved_yes(self) -> bool:
+        """``yes``, or ``$CLIPSHARDS_YES`` set to 1/true/yes."""
+        return self.yes or os.environ.get(YES_ENV, "").strip().lower() in ("1", "true", "yes")
 
     @property
     def resolved_connect_timeout(self) -> float:
@@ -178,24 +182,6 @@ class ConvertOptions:
 
     def replace(self, **changes: Any) -> "ConvertOptions":
         return dataclasses.replace(self, **changes)
-
-
-def _seconds_ok(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= MAX_CONNECT_TIMEOUT
-
-
-def connect_timeout_from_env(environ: Optional[Mapping[str, str]] = None) -> float:
-    """``$CLIPSHARDS_CONNECT_TIMEOUT`` (seconds), or :data:`CONNECT_TIMEOUT` when unset; both halves use it."""
-    raw = (os.environ if environ is None else environ).get(CONNECT_TIMEOUT_ENV, "")
-    if not raw:
-        return CONNECT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not _seconds_ok(value):
-        raise ValueError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: expected a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}]")
-    return value
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:

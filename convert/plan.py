@@ -12,11 +12,11 @@ from typing import Any, Optional
 from .clips import clip_count, frame_store_counts, selected_count
 from .decode import Probe, VideoError, probe, target_size
 from .layout import VideoEntry
-from .options import ConvertOptions
+from .options import GROWTH_LIMIT, ConvertOptions
 from .schema import LAYOUT_CLIPS, LAYOUT_VIDEOS
 from .units import human_bytes
 
-__all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_plan", "JPEG_BYTES_PER_PIXEL"]
+__all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_plan", "growth_problem", "JPEG_BYTES_PER_PIXEL"]
 
 TAR_HEADER = 512
 SAMPLE_OVERHEAD = 4 * 1024 + 512  # cls, json, audio headers and padding, roughly
@@ -112,6 +112,35 @@ class Plan:
             f"stored size: clips layout ~{human_bytes(self.bytes_clips)} ({self._ratio(self.frames_stored):.1f}x the frames), "
             f"videos layout ~{human_bytes(self.bytes_videos)} (1.0x); recommended: --layout {self.recommended}"
         )
+
+
+def growth_problem(plan: Plan, options: ConvertOptions, input_bytes: int, free_bytes: Optional[int]) -> str:
+    """Why the planned output needs a confirmation before anything is written, or ``""``.
+
+    It does when it is over :data:`~clipshards.convert.options.GROWTH_LIMIT` times the input
+    (the sum of the video files' sizes) or over ``free_bytes`` (the free space of OUT's
+    filesystem; None where unknown, as on object storage). The text gives the sizes, the
+    ratio, and what stores less.
+    """
+    over_input = input_bytes > 0 and plan.bytes > GROWTH_LIMIT * input_bytes
+    over_free = free_bytes is not None and plan.bytes > free_bytes
+    if not (over_input or over_free):
+        return ""
+    ratio = f"{plan.bytes / input_bytes:,.0f}x" if input_bytes else "more than"
+    free = human_bytes(free_bytes) if free_bytes is not None else "unknown (object storage)"
+    fixes = []
+    if plan.reuse > 1.05:
+        fixes.append(f"--step-between-clips {options.frames_per_clip} (each frame stored once; "
+                     f"now {plan.reuse:.1f}x with a step of {options.step_between_clips})")
+    if options.codec == "raw":
+        fixes.append("--codec jpeg (about 10x smaller)")
+    fixes.append("a smaller --video-height/--video-width or --frame-rate")
+    if plan.reuse > 1.05:
+        fixes.append("the videos layout (--layout videos: every frame stored once, clips cut when loading)")
+    return (f"the planned output, ~{human_bytes(plan.bytes)}, is {ratio} the input ({human_bytes(input_bytes)} of video)"
+            f"{f', more than {GROWTH_LIMIT}x' if over_input else ''}; free space on OUT: {free}"
+            f"{' (not enough)' if over_free else ''}. To store less: {'; '.join(fixes)}. "
+            "To write it anyway pass --yes (yes=True)")
 
 
 def make_plan(probes: list[ProbeResult], options: ConvertOptions) -> Plan:

@@ -11,10 +11,15 @@ what went wrong, with the backend's own words, and the fix; no credential is eve
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "CONNECT_TIMEOUT_ENV",
+    "connect_timeout_from_env",
+    "connect_timeout_ok",
     "StorageError",
     "CREDENTIALS",
     "DENIED",
@@ -32,6 +37,11 @@ DENIED = "denied"  # the server refused them: HTTP 401 or 403
 NO_BUCKET = "no bucket"
 UNREACHABLE = "unreachable"  # no connection to the endpoint at all
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds an endpoint that cannot be connected to is tried before giving up (``connect_timeout``)."""
+CONNECT_TIMEOUT_ENV = "CLIPSHARDS_CONNECT_TIMEOUT"
+MAX_CONNECT_TIMEOUT = 3600.0
+
 _CREDENTIAL_ERRORS = frozenset({
     "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "NoAuthTokenError",
     "UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError",  # botocore
@@ -43,6 +53,25 @@ _CONNECT_ERRORS = frozenset({
     "ConnectTimeout", "NewConnectionError",  # requests / urllib3
 })
 _NOT_FOUND_CODES = ("NoSuchKey", "NoSuchBucket", "NotFound")
+
+
+def connect_timeout_ok(value: Any) -> bool:
+    """Whether ``value`` is a connect timeout: seconds in (0, 3600]."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value <= MAX_CONNECT_TIMEOUT
+
+
+def connect_timeout_from_env(environ: Optional[Mapping[str, str]] = None) -> float:
+    """``$CLIPSHARDS_CONNECT_TIMEOUT`` (seconds), or :data:`CONNECT_TIMEOUT` when it is unset."""
+    raw = (os.environ if environ is None else environ).get(CONNECT_TIMEOUT_ENV, "")
+    if not raw:
+        return CONNECT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not connect_timeout_ok(value):
+        raise ValueError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: expected a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}]")
+    return value
 
 
 class StorageError(OSError):
