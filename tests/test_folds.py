@@ -25,7 +25,7 @@ from clipshards.loader import HMDB51, UCF101, StreamingHMDB51, StreamingUCF101
 from fold_trees import HMDB_LISTS, UCF_LISTS, S, T, make_hmdb51, make_ucf101
 from reference import reference_flat_videos, reference_fold_dataset, reference_fold_videos, run_cli
 
-SHARD_SIZE = 40_000  # raw 4 x 24 x 32 clips of ~9 kB: about 4 clips a shard, videos cut across shards
+SHARD_SIZE = 100_000  # raw 4 x 24 x 32 clips with audio, 15-40 kB: a few clips a shard, videos cut across shards
 SPLITS = [(f, t) for f in (1, 2, 3) for t in (True, False)]
 MAKERS = {"ucf101": make_ucf101, "hmdb51": make_hmdb51}
 MAP_STYLE = {"ucf101": UCF101, "hmdb51": HMDB51}
@@ -69,6 +69,11 @@ def test_the_index_records_every_video_once_with_its_folds(converted):
         got = {v["path"] for v in videos if v["folds"][fold - 1] & (1 if train else 2)}
         assert got == want, (fold, train)
     assert any(not any(v["folds"]) for v in videos), "the trees hold a video that no list names"
+    firsts = {s["first_clip"] for s in index["shards"]}
+    assert any(v["first_clip"] < f < v["first_clip"] + v["clips"] for v in videos for f in firsts), \
+        "some video's clips must span two shards (runs are cut there)"
+    assert any(sum(v["first_clip"] < s["first_clip"] + s["clips"] and s["first_clip"] < v["first_clip"] + v["clips"]
+                   for v in videos) > 1 for s in index["shards"]), "some shard must hold clips of two videos"
     files = index["annotations"]["files"]
     assert index["annotations"]["dataset"] == dataset
     assert {f["name"] for f in files} == {n for n in LISTS[dataset] if "split10" not in n}
