@@ -132,9 +132,9 @@ def run(cfg: PeersConfig, *, command: str, progress: Callable[[str], None] = log
     for size in cfg.sizes:
         progress(f"{size}: building the set and its conversions")
         s = _Size(cfg, size)
-        for key in cfg.peers:
-            for codec in _codecs(cfg, key):
-                for w in cfg.workers:
+        for codec in ("video", *cfg.codecs):  # rows compared with each other are measured close in time
+            for w in cfg.workers:
+                for key in (k for k in cfg.peers if codec in _codecs(cfg, k)):
                     rows.append(_measure(cfg, s, key, codec, w, why[key]))
     summary = summary_rows(rows)
     seconds = time.perf_counter() - started

@@ -32,7 +32,8 @@ class PeersConfig:
     Each size gets its own Kinetics-like set (the harness's video spec) holding about
     ``raw_mb`` MB of raw clips, so small clips are many: 340x256 -> 12 videos, 216 clips;
     160x120 -> 55 videos, 990 clips. A run reads one shuffled epoch, or its first
-    ``clips_<codec>`` clips where that is set (decoding and JPEG are slow).
+    ``clips_<codec>`` clips where that is set (0: the whole epoch): decoding and JPEG are
+    slow, and so is handing 990 clips one by one across DataLoader workers.
     """
 
     out: str = os.path.join(HERE, "results")
@@ -53,9 +54,9 @@ class PeersConfig:
     batch_size: int = 8
     workers: tuple[int, ...] = (0, 2)
     repeats: int = 3
-    clips_raw: int = 0
-    clips_jpeg: int = 96
-    clips_video: int = 24
+    clips_raw: int = 400
+    clips_jpeg: int = 64
+    clips_video: int = 16
     shuffle_mib: int = 256
     torch_threads: int = 1
     quick: bool = False
@@ -125,7 +126,7 @@ def quick_peers_config(**changes: Any) -> PeersConfig:
     base: dict[str, Any] = dict(
         out=os.path.join(HERE, "work", "peers_quick", "results"), work=os.path.join(HERE, "work", "peers_quick"),
         sizes=("64x48",), raw_mb=0.1, min_videos=4, classes=2, seconds=2.0, gop=12, bframes=0, sample_rate=22050,
-        batch_size=2, workers=(0,), repeats=1, clips_jpeg=0, clips_video=0, quick=True,
+        batch_size=2, workers=(0,), repeats=1, clips_raw=0, clips_jpeg=0, clips_video=0, quick=True,
     )
     base.update(changes)
     return PeersConfig(**base)

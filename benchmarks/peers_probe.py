@@ -92,20 +92,20 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
 
 def compare(items: Iterable[tuple[int, Any]], ref: Any) -> dict[str, Any]:
     """Largest differences between ``items`` (global index, tuple) and ``ref[index]``."""
-    out: dict[str, Any] = {"clips": 0, "video_max_diff": 0, "audio_max_diff": 0.0, "labels_equal": True,
-                           "shapes_equal": True, "audio": True}
+    out: dict[str, Any] = {"clips": 0, "labels_equal": True, "video_shapes_equal": True, "audio_shapes_equal": True,
+                           "video_max_diff": 0, "audio_max_diff": 0.0, "audio": True}
     for g, (video, audio, label) in items:
         rv, ra, rl = ref[g]
         out["clips"] += 1
         out["labels_equal"] &= int(label) == int(rl)
         if tuple(video.shape) != tuple(rv.shape):
-            out["shapes_equal"] = False
-            continue
-        out["video_max_diff"] = max(out["video_max_diff"], int((video.int() - rv.int()).abs().max()))
+            out["video_shapes_equal"] = False
+        else:
+            out["video_max_diff"] = max(out["video_max_diff"], int((video.int() - rv.int()).abs().max()))
         if audio.numel() == 0 and ra.numel() > 0:
             out["audio"] = False
         elif tuple(audio.shape) != tuple(ra.shape):
-            out["shapes_equal"] = False
+            out["audio_shapes_equal"] = False
         elif audio.numel():
             out["audio_max_diff"] = max(out["audio_max_diff"], float((audio.double() - ra.double()).abs().max()))
     return out

@@ -48,11 +48,14 @@ def exact_cell(check: Optional[dict[str, Any]], codec: str) -> str:
     n = check["clips"]
     if not check["labels_equal"]:
         return f"no: labels differ ({n} clips)"
-    if not check["shapes_equal"]:
-        return f"no: {'audio' if check['video_max_diff'] == 0 else 'video'} shape differs ({n} clips)"
-    video = "video exact" if check["video_max_diff"] == 0 else f"video ±{check['video_max_diff']}"
+    if not check["video_shapes_equal"]:
+        video = "video shape differs"
+    else:
+        video = "video exact" if check["video_max_diff"] == 0 else f"video ±{check['video_max_diff']}"
     if not check["audio"]:
         audio = "no audio"
+    elif not check["audio_shapes_equal"]:
+        audio = "audio length differs"
     elif check["audio_max_diff"] == 0:
         audio = "audio exact"
     else:
@@ -143,11 +146,16 @@ def notes(config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _order(r: Row) -> tuple[int, int, int]:
+    codecs = ("video", "raw", "jpeg")
+    return codecs.index(r.codec), [p.key for p in PEERS].index(r.key), r.workers
+
+
 def render(rows: Sequence[Row], summary: Sequence[dict[str, Any]], *, config: dict[str, Any], head: str) -> str:
     parts = ["## Side by side: clipshards and other ways to feed clips", "", head, "",
              "### Summary: clipshards' fastest row against the best other peer", "", _summary_table(summary)]
     for size in config["sizes"]:
-        table = [_row_cells(r) for r in rows if r.size == size]
+        table = [_row_cells(r) for r in sorted((r for r in rows if r.size == size), key=_order)]
         parts += ["", f"### {size} clips", "", markdown_table(HEADERS, table)]
     parts += [""] + [f"- {n}" for n in notes(config)]
     return "\n".join(parts) + "\n"

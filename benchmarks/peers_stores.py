@@ -49,7 +49,7 @@ class ClipSource:
         if not 0 <= g < len(self):
             raise ValueError(f"clip {g}: the conversion has {len(self)} clips")
         shard = int(np.searchsorted(self.first, g, side="right")) - 1
-        off, size = (int(x) for x in self.shards.offsets[g])
+        off, size = (int(x) for x in self.shards.offsets[g, :2])
         with open(self.shards.shard_paths()[shard], "rb", buffering=0) as fh:
             fh.seek(off)
             data = fh.read(size)

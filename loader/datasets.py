@@ -6,6 +6,25 @@ audio float32 ``[K, L]`` and label a Python ``int``. Which clips a worker yields
 order, is :mod:`.plan`; where an epoch stands and how a saved position resumes is
 :mod:`.progress`; reading clips is :mod:`.reader`. This module ties them to a DataLoader
 worker and applies the ``errors`` policy.
+
+``StreamingKinetics(block_size="auto")`` makes a block one read of about 4 MiB (raw 16 x 256 x 340
+clips: one clip a block, a uniformly random order; JPEG clips of that size: about ten);
+``shuffle_buffer="auto"`` holds about 256 MiB of clips (none when blocks are single clips). The
+resolved values are the attributes ``block_size`` and ``shuffle_buffer``.
+``benchmarks/shuffle_quality.py`` measures what each choice gives.
+
+``errors="raise"`` (default) raises :class:`ShardReadError` on an unreadable clip; ``"skip"``
+logs and counts it (``skipped``) and yields a neighbouring good clip of the same worker in its
+place, so counts stay equal across ranks. ``errors`` may also be a webdataset handler
+(``wds.warn_and_continue``, ``wds.ignore_and_continue``, ``wds.reraise_exception`` ...): it is
+called with the :class:`ShardReadError`; True skips as ``"skip"`` does (counted, without the
+log line: the handler reports), False raises the error (an epoch cut short would leave the
+ranks with unequal counts).
+
+On a ``videos`` layout output (each video stored once) clips are cut when loading, for any
+``frames_per_clip``, ``step_between_clips`` and ``frame_rate`` (None: as recorded when
+converting), and ``clips_per_video=k`` takes ``k`` clips of every video each epoch,
+``clip_sampling="random"`` (seeded by ``(seed, epoch)``) or ``"uniform"`` (:mod:`.video_epochs`).
 """
 
 from __future__ import annotations
@@ -19,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
+
+from clipshards.convert.schema import LAYOUTS
 
 from .arguments import (
     ERROR_POLICIES,
@@ -38,6 +59,8 @@ from .options import TransportOptions
 from .plan import AUTO, REMAINDERS, EpochPlan, auto_block_size, auto_shuffle_buffer, rank_length
 from .progress import STATE_FORMAT, EpochProgress, ResumableDataset
 from .reader import RawSample, SampleReader, ShardReadError, decode, to_output
+from .video_epochs import video_epochs
+from .video_reader import clip_output
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +80,15 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
     ``shuffle_buffer`` clips. Call :meth:`set_epoch` before each epoch, as with
     ``DistributedSampler``; without it every epoch repeats the same order.
 
-    ``block_size="auto"`` makes a block one read of about 4 MiB (raw 16 x 256 x 340 clips:
-    one clip a block, a uniformly random order; JPEG clips of that size: about ten);
-    ``shuffle_buffer="auto"`` holds about 256 MiB of clips (none when blocks are single
-    clips). The resolved values are the attributes ``block_size`` and ``shuffle_buffer``.
-    ``benchmarks/shuffle_quality.py`` measures what each choice gives.
+    ``block_size`` and ``shuffle_buffer`` default to ``"auto"`` (see the module's docstring).
 
     ``remainder``: when the clip count does not divide by the world size, ``"pad"`` (default,
     as ``DistributedSampler``) repeats clips from the start of the epoch, ``"drop"`` leaves
     the last clips out; either way every rank yields ``len(self)`` clips and the same number
-    of batches. ``errors="raise"`` (default) raises :class:`ShardReadError` on an unreadable
-    clip; ``"skip"`` logs and counts it (:attr:`skipped`) and yields a neighbouring good clip
-    of the same worker in its place, so counts stay equal across ranks. ``errors`` may also be
-    a webdataset handler (``wds.warn_and_continue``, ``wds.ignore_and_continue``,
-    ``wds.reraise_exception`` ...): it is called with the :class:`ShardReadError`; True skips
-    as ``"skip"`` does (counted, without the log line: the handler reports), False raises the
-    error (an epoch cut short would leave the ranks with unequal counts).
+    of batches. ``errors``: ``"raise"``, ``"skip"`` or a webdataset handler (module docstring).
+    A ``videos`` layout output also takes ``frames_per_clip``, ``step_between_clips``,
+    ``frame_rate``, ``clips_per_video`` and ``clip_sampling``; ``with_ids`` adds each clip's
+    ``(video_idx, clip_idx)``, ``video_idx`` -1 on the repeats ``"pad"`` adds (mask them out).
 
     Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded).
 
@@ -89,6 +105,12 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         shuffle_buffer: int | str = AUTO,
         block_size: int | str | None = AUTO,
         seed: int = 0,
+        frames_per_clip: Optional[int] = None,
+        step_between_clips: Optional[int] = None,
+        frame_rate: Optional[float] | str = None,
+        clips_per_video: Optional[int] = None,
+        clip_sampling: str = "random",
+        with_ids: bool = False,
         output_format: str = "TCHW",
         transform: Optional[Transform] = None,
         errors: str | Callable[[BaseException], bool] = "raise",
@@ -111,9 +133,15 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         self.errors = errors
         self._defer_jpeg = False  # True while a ClipLoader's collate decodes JPEG clips into the batch
         self.remainder = remainder
-        self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport)
+        self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport, layouts=LAYOUTS)
         self._reader = SampleReader(self.index)
-        clip_bytes = self.index.clip_bytes
+        self.videos = video_epochs(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
+                                   frame_rate=frame_rate, clips_per_video=clips_per_video, clip_sampling=clip_sampling,
+                                   seed=self.seed)
+        if check_flag("with_ids", with_ids) and self.videos is None:
+            raise ValueError("with_ids=True: needs a videos layout output (or IndexedKinetics(..., with_ids=True))")
+        self.with_ids = with_ids
+        clip_bytes = self.index.clip_bytes if self.videos is None else float("inf")  # videos: a clip is a read
         self.block_size: Optional[int] = auto_block_size(clip_bytes) if block_opt == AUTO else block_opt  # type: ignore[assignment]
         self.shuffle_buffer: int = (auto_shuffle_buffer(clip_bytes, self.block_size) if buffer_opt == AUTO
                                     else buffer_opt)  # type: ignore[assignment]
@@ -134,17 +162,21 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
 
     def __len__(self) -> int:
         """Clips this rank yields per epoch (from the index alone)."""
-        return rank_length(self.index.num_clips, self.rank_and_world()[1], self.remainder)
+        return rank_length(self._items(), self.rank_and_world()[1], self.remainder)
+
+    def _items(self) -> int:
+        return self.index.num_clips if self.videos is None else self.videos.num_items
 
     def state_identity(self) -> dict[str, Any]:
-        return {"num_clips": self.index.num_clips, "world_size": self.rank_and_world()[1], "seed": self.seed,
+        return {"num_clips": self._items(), "world_size": self.rank_and_world()[1], "seed": self.seed,
                 "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer, "block_size": self.block_size,
-                "remainder": self.remainder}
+                "remainder": self.remainder, **(self.videos.identity() if self.videos is not None else {})}
 
     # -- the order ----------------------------------------------------------------------------
     def _plan(self, epoch: int) -> EpochPlan:
         return EpochPlan(
-            [s.clips for s in self.index.shards], epoch=epoch, shuffle=self.shuffle, seed=self.seed,
+            [s.clips for s in self.index.shards] if self.videos is None else [self.videos.num_items], epoch=epoch,
+            shuffle=self.shuffle, seed=self.seed,
             block_size=self.block_size, world_size=self.rank_and_world()[1], remainder=self.remainder,
             shuffle_buffer=self.shuffle_buffer,
         )
@@ -163,10 +195,15 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         epoch = self.epoch
         start = self.progress.start(epoch, num_workers)
         logical = (wid + start.rotation) % num_workers
-        clips, order = self._plan(epoch).worker_order(self.rank_and_world()[0], num_workers, logical)
         skip = start.consumed[logical]
-        outputs = (self._output(item) for item in self._reader.in_order(clips, order, skip))
-        clips_out = fill_skipped(outputs, len(clips) - skip, partial(skips, self.errors),
+        if self.videos is not None:  # clips cut from whole videos: the epoch's choice of clips
+            make = partial(clip_output, output_format=self.output_format, transform=self.transform, with_ids=self.with_ids)
+            count, outputs = self.videos.outputs(self._plan(epoch), self.rank_and_world()[0], num_workers, logical, skip,
+                                                 lambda clip, padded: make(clip, padded=padded))
+        else:
+            clips, order = self._plan(epoch).worker_order(self.rank_and_world()[0], num_workers, logical)
+            count, outputs = len(clips), (self._output(item) for item in self._reader.in_order(clips, order, skip))
+        clips_out = fill_skipped(outputs, count - skip, partial(skips, self.errors),
                                  on_skip=partial(self.progress.count_skip, wid))
         # iterated here (no DataLoader workers): the position is known here, sample by sample
         yield from (self.progress.track(start, clips_out) if info is None else clips_out)
