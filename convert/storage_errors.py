@@ -157,27 +157,31 @@ def _credentials_fix(protocol: str) -> str:
             "client_kwargs.headers.Authorization (storage_options= in Python, --storage-option on the command line)")
 
 
-def describe(kind: str, url: str, exc: BaseException) -> tuple[str, str]:
-    """``(problem, fix)`` for a failure of ``kind`` at ``url``; the problem quotes the backend's error."""
+def describe(kind: str, url: str, exc: BaseException, *, quote: bool = True) -> tuple[str, str]:
+    """``(problem, fix)`` for a failure of ``kind`` at ``url``; ``quote``: the problem quotes the
+    backend's error (leave it out where the caller shows it already)."""
     said = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
     protocol = _protocol(url)
     if kind == CREDENTIALS:
-        return f"no credentials found ({said})", _credentials_fix(protocol)
-    if kind == DENIED:
+        problem, fix = "no credentials found", _credentials_fix(protocol)
+    elif kind == DENIED:
         status = next((s for s in map(http_status, _chain(exc)) if s in (401, 403)), 403)
         if status == 401:
-            return f"the store refused the request as unauthenticated (HTTP 401: {said})", _credentials_fix(protocol)
-        return (f"access denied (HTTP 403: {said})",
-                "the credentials in use may not read or write it: check the bucket's permissions and which "
-                "credentials are picked up (environment, profile, storage options)")
-    if kind == NO_BUCKET:
-        return f"the bucket does not exist ({said})", "check the bucket name in the URL, or create the bucket first"
-    if kind == UNREACHABLE:
-        return (f"cannot connect to the storage endpoint ({said})",
-                "check the endpoint (AWS_ENDPOINT_URL or the storage option client_kwargs.endpoint_url for S3, "
-                "endpoint_url for GCS, the host of an https:// URL) and the network; to wait longer raise "
-                "connect_timeout (CLIPSHARDS_CONNECT_TIMEOUT, --connect-timeout)")
-    return said, ""
+            problem, fix = "the store refused the request as unauthenticated (HTTP 401)", _credentials_fix(protocol)
+        else:
+            problem = "access denied (HTTP 403)"
+            fix = ("the credentials in use may not read or write it: check the bucket's permissions and which "
+                   "credentials are picked up (environment, profile, storage options)")
+    elif kind == NO_BUCKET:
+        problem, fix = "the bucket does not exist", "check the bucket name in the URL, or create the bucket first"
+    elif kind == UNREACHABLE:
+        problem = "cannot connect to the storage endpoint"
+        fix = ("check the endpoint (AWS_ENDPOINT_URL or the storage option client_kwargs.endpoint_url for S3, "
+               "endpoint_url for GCS, the host of an https:// URL) and the network; to wait longer raise "
+               "connect_timeout (CLIPSHARDS_CONNECT_TIMEOUT, --connect-timeout)")
+    else:
+        return said, ""
+    return (f"{problem} ({said})" if quote else problem), fix
 
 
 def permanent_error(url: str, exc: BaseException, *, remote: bool = True) -> Optional[StorageError]:

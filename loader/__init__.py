@@ -1,5 +1,7 @@
 """clipshards.loader: stream clip shards as torchvision's (video, audio, label) tuples."""
 
+from clipshards.convert.storage_errors import StorageError
+
 from .arguments import ERROR_POLICIES
 from .collate import ClipBatch, collate_clips
 from .dataloader import ClipLoader
@@ -12,6 +14,7 @@ from .plan import EpochPlan
 from .progress import EpochProgress
 from .reader import ShardReadError
 from .retry import TransportError
+from .transforms import CenterCrop, Compose, RandomCrop, Resize
 from .transport import Transport
 from .webdataset_pipeline import webdataset_pipeline
 
@@ -35,4 +38,9 @@ __all__ = [
     "Transport",
     "TransportOptions",
     "TransportError",
+    "StorageError",
+    "Resize",
+    "CenterCrop",
+    "RandomCrop",
+    "Compose",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
@@ -34,8 +35,9 @@ class ClipBatch(NamedTuple):
 def collate_clips(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch:
     """``collate_fn`` for DataLoaders over :class:`StreamingKinetics` / :class:`IndexedKinetics`.
 
-    Videos must share one shape (convert with a fixed size, or resize in ``transform``);
-    audio may differ in length and channel count, see :class:`ClipBatch`.
+    Videos must share one shape (convert with a fixed size, or resize or crop in ``transform``,
+    see :mod:`clipshards.loader.transforms`); audio may differ in length and channel count, see
+    :class:`ClipBatch`.
     """
     videos, audios, labels = _check(samples)
     return _assemble(videos, audios, labels, _private_storage)
@@ -55,13 +57,25 @@ def _check(samples: Sequence[tuple[Any, torch.Tensor, int]]) -> tuple[list[torch
         videos.append(v)
         audios.append(a)
         labels.append(int(y))
-    shapes = {tuple(v.shape) for v in videos}
+    shapes = Counter(tuple(v.shape) for v in videos)
     if len(shapes) > 1:
-        raise ValueError(
-            f"videos in the batch differ in shape {sorted(shapes)}: convert with video_width/video_height "
-            "or resize in transform so that clips can be stacked"
-        )
+        raise ValueError(f"videos in the batch differ in shape, so they cannot be stacked: {_shapes(shapes)}. "
+                         f"{SAME_SIZE_FIX}")
     return videos, audios, labels
+
+
+SAME_SIZE_FIX = (
+    "Give every clip one size: convert with --video-height H --video-width W (video_height=, video_width=), "
+    "or pass the dataset a transform such as transform=Compose([Resize(128), CenterCrop(112)]) "
+    "(RandomCrop(112) to train; from clipshards.loader)"
+)
+"""What to do when the clips of a batch differ in size (a conversion that kept each video's aspect ratio)."""
+
+
+def _shapes(shapes: Counter) -> str:
+    """``"[16, 3, 128, 171] x 10, [16, 3, 128, 227] x 6"``: the batch's video shapes, most common first."""
+    shown = ", ".join(f"{list(shape)} x {n}" for shape, n in shapes.most_common(4))
+    return shown + (f" and {len(shapes) - 4} more" if len(shapes) > 4 else "")
 
 
 _ALIGN = 64

@@ -27,15 +27,17 @@ from clipshards.convert.schema import (
     check_index_version,
     entry_checksum,
 )
+from clipshards.convert.storage import Location, reach
 
 from .offsets import OFFSETS_PAGE, ClipOffsets
 from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetIndex", "ShardEntry", "ClassesFromIndex", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url"]
+__all__ = ["DatasetIndex", "ShardEntry", "ClassesFromIndex", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url", "missing_split"]
 
 INDEX_CHUNK = 64 * 1024
+MAX_LISTED = 100  # sub-folders of a url looked into for the splits it holds
 _VIDEOS_KEY = b',"videos":['
 
 
@@ -60,6 +62,28 @@ def split_url(url: str | os.PathLike, split: str) -> str:
     return posixpath.join(base.rstrip("/") or "/", split) if "://" in base else os.path.join(base, split)
 
 
+def missing_split(url: str | os.PathLike, split: str, storage_options: Optional[Mapping[str, Any]] = None) -> str:
+    """Why ``url/split/index.json`` cannot be opened, and what to pass instead: the splits that
+    ``url`` holds (its sub-folders with an ``index.json``), or that it is a split folder
+    itself, or that it holds no clipshards output at all."""
+    url = os.fspath(url)
+    where = f"{split_url(url, split).rstrip('/')}/{INDEX_NAME}"
+    base = Location(url, storage_options)
+    names = base.listdir()
+    splits = [n for n in names[:MAX_LISTED] if base.exists(f"{n}/{INDEX_NAME}")]
+    if splits:
+        return (f"{where} does not exist: split {split!r} was not converted to {url}, which holds the "
+                f"split{'s' if len(splits) > 1 else ''} {', '.join(map(repr, splits))}; pass split= one of them")
+    if INDEX_NAME in names:
+        parent, name = posixpath.split(url.rstrip("/")) if "://" in url else os.path.split(url.rstrip(os.sep))
+        return (f"{where} does not exist: {url} is itself a converted split (it holds {INDEX_NAME}); "
+                f"pass url={parent!r}, split={name!r}")
+    if not names and not base.fs.exists(base.root):
+        return f"{url} does not exist: pass the folder or URL the converter wrote to (its OUT)"
+    return (f"{where} does not exist, and {url} holds no clipshards output (no <split>/{INDEX_NAME} in it): "
+            "pass the folder or URL the converter wrote to (its OUT), or convert first")
+
+
 def _checksum(entry: dict[str, Any]) -> str:
     algo, value = entry_checksum(entry)
     return f"{algo}:{value}" if algo else ""
@@ -74,7 +98,12 @@ class DatasetIndex:
         """``layouts``: the output layouts the caller reads (another one is refused, naming what reads it)."""
         self.split = split
         self.transport = Transport(split_url(url, split), storage_options=storage_options, options=transport)
-        head = self._read_head()
+        # no credentials, access denied, no endpoint: one line naming the URL and the fix, within connect_timeout
+        reach(self.transport.location, INDEX_NAME, timeout=self.transport.options.connect_timeout)
+        try:
+            head = self._read_head()
+        except FileNotFoundError:
+            raise FileNotFoundError(missing_split(url, split, storage_options)) from None
         where = self.transport.url_of(INDEX_NAME)
         self.layout = check_index_version(head, where=where, layouts=layouts)
         # the videos layout: the table of videos beside the index, and how many videos were found

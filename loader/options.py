@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+from clipshards.convert.storage_errors import CONNECT_TIMEOUT, connect_timeout_ok
 from clipshards.convert.units import parse_size
 
 __all__ = ["TransportOptions", "REMOTE_BLOCK_SIZE", "ENV_PREFIX"]
@@ -37,7 +38,7 @@ def _from_text(name: str, raw: str) -> Any:
     """The value of field ``name`` from its environment text (``ValueError`` if it is not one)."""
     if name in ("retries", "readahead"):
         return int(raw)
-    if name in ("backoff", "max_backoff"):
+    if name in ("backoff", "max_backoff", "connect_timeout"):
         return float(raw)
     if name == "timeout":
         return None if raw.lower() in ("none", "0") else float(raw)
@@ -64,6 +65,9 @@ class TransportOptions:
     max_backoff: float = 16.0
     timeout: Optional[float] = 120.0
     """Seconds one request may take before it is abandoned and retried (None: no limit)."""
+    connect_timeout: float = CONNECT_TIMEOUT
+    """Seconds a dataset being opened keeps trying an endpoint it cannot connect to (refused,
+    unknown host, no answer) before it gives up with an error naming the URL (10 by default)."""
     block_size: int = REMOTE_BLOCK_SIZE
     """Bytes per request of a sequential stream, and per cached block."""
     readahead: int = 2
@@ -89,6 +93,8 @@ class TransportOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 bad(name, "must be a number of seconds >= 0")
+        if not connect_timeout_ok(self.connect_timeout):
+            bad("connect_timeout", "must be a number of seconds in (0, 3600]")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0):
             bad("timeout", "must be a number of seconds > 0, or None for no limit")
         object.__setattr__(self, "block_size", _size_value("block_size", self.block_size))

@@ -1,7 +1,9 @@
 """Retries of remote requests: which failures are transient, the backoff between attempts, and the error when they run out.
 
 Transient: connection resets, bodies cut short, HTTP 5xx, 408 and 429, a request slower than
-``timeout``. Permanent: a missing file (404, ``FileNotFoundError``), a forbidden one, other 4xx.
+``timeout``. Permanent: a missing file (404, ``FileNotFoundError``), a forbidden one, other 4xx,
+and no credentials at all: these fail at once, the error naming the URL and the fix (see
+:mod:`clipshards.convert.storage_errors`, which both halves share).
 A request is retried only when repeating it returns the same bytes, which every ranged read of
 the transport does (it asks for an exact range and checks the length it got).
 """
@@ -12,9 +14,11 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from fsspec.exceptions import FSTimeoutError
+
+from clipshards.convert.storage_errors import CREDENTIALS, DENIED, UNREACHABLE, StorageError, classify, describe, http_status
 
 from .options import TransportOptions
 
@@ -27,48 +31,37 @@ _BACKENDS = ("aiohttp", "botocore", "aiobotocore", "urllib3", "requests", "gcsfs
 T = TypeVar("T")
 
 
-class TransportError(OSError):
-    """A remote read that still failed after its retries; names the URL and the last error."""
+class TransportError(StorageError):
+    """A remote read that failed after its retries, or at once when retrying cannot help (no
+    credentials, access denied); names the URL, the last error and, where known, the fix."""
 
-    def __init__(self, url: str, what: str, attempts: int, last: BaseException) -> None:
-        self.url, self.what, self.attempts = url, what, attempts
-        self.last = f"{type(last).__name__}: {last}"
-        super().__init__(_transport_message(url, what, attempts, self.last))
+    def __init__(self, url: str, what: str, attempts: int, last: BaseException, fix: str = "", kind: str = "") -> None:
+        _fill(self, url, what, attempts, f"{type(last).__name__}: {last}", fix, kind)
 
     def __reduce__(self):
-        return (_rebuild_transport_error, (self.url, self.what, self.attempts, self.last))
+        return (_rebuild_transport_error, (self.url, self.what, self.attempts, self.last, self.fix, self.kind))
 
 
-def _rebuild_transport_error(url: str, what: str, attempts: int, last: str) -> TransportError:
+def _fill(err: TransportError, url: str, what: str, attempts: int, last: str, fix: str, kind: str) -> None:
+    err.what, err.attempts, err.last = what, attempts, last
+    problem = f"{what} failed after {attempts} attempt{'s' if attempts != 1 else ''} (last error {last})"
+    StorageError.__init__(err, url, problem, fix, kind)
+
+
+def _rebuild_transport_error(url: str, what: str, attempts: int, last: str, fix: str = "", kind: str = "") -> TransportError:
     err = TransportError.__new__(TransportError)
-    OSError.__init__(err, _transport_message(url, what, attempts, last))
-    err.url, err.what, err.attempts, err.last = url, what, attempts, last
+    _fill(err, url, what, attempts, last, fix, kind)
     return err
 
 
-def _transport_message(url: str, what: str, attempts: int, last: str) -> str:
-    return f"{url}: {what} failed after {attempts} attempt{'s' if attempts != 1 else ''} (last error {last})"
+def _hint(kind: str, url: str, exc: BaseException) -> str:
+    """What the error means and the fix, for a TransportError of ``kind``."""
+    problem, fix = describe(kind, url, exc, quote=False)
+    return f"{problem}: {fix}"
 
 
 class ShortRead(OSError):
     """A response with fewer bytes than asked for, before the end of the file."""
-
-
-def http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status an fsspec backend's exception carries (aiohttp, gcsfs, botocore), or None."""
-    for attr in ("status", "code"):
-        v = getattr(exc, attr, None)
-        if isinstance(v, int):
-            return v
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
-            return 404
-        v = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if isinstance(v, int):
-            return v
-    return None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -98,14 +91,21 @@ def retrying(fn: Callable[[], T], *, url: str, what: str, options: TransportOpti
              on_retry: Optional[Callable[[], None]] = None) -> T:
     """``fn()``, repeated after transient failures up to ``options.retries`` times.
 
-    A missing file raises ``FileNotFoundError`` naming ``url``; a permanent backend failure, or
-    a transient one whose retries ran out, raises :class:`TransportError`; other errors (bugs,
-    bad arguments) pass through unchanged. ``on_retry`` is called before each retry.
+    A missing file raises ``FileNotFoundError`` naming ``url``; no credentials, a refused
+    request (401/403) or another permanent backend failure, or a transient one whose retries
+    ran out, raises :class:`TransportError` (a ``PermissionError`` from the store is raised as
+    one, naming the URL and the fix); other errors (bugs, bad arguments) pass through
+    unchanged. ``on_retry`` is called before each retry.
     """
     for attempt in range(options.retries + 1):
         try:
             return fn()
         except Exception as exc:
+            kind = classify(exc)
+            if kind in (CREDENTIALS, DENIED):  # waiting will not bring credentials
+                if isinstance(exc, PermissionError) and http_status(exc) is None:
+                    raise PermissionError(f"{url}: {_hint(kind, url, exc)} ({type(exc).__name__}: {exc})") from None
+                raise TransportError(url, what, attempt + 1, exc, _hint(kind, url, exc), kind) from None
             if isinstance(exc, FileNotFoundError):
                 # fsspec's HTTP stat reports any failure, a 503 too, as "not found"
                 if exc.__cause__ is None or not is_transient(exc.__cause__):
@@ -118,7 +118,8 @@ def retrying(fn: Callable[[], T], *, url: str, what: str, options: TransportOpti
                     raise TransportError(url, what, attempt + 1, exc) from exc
                 raise
             if attempt == options.retries:
-                raise TransportError(url, what, attempt + 1, exc) from exc
+                fix = _hint(kind, url, exc) if kind == UNREACHABLE else ""
+                raise TransportError(url, what, attempt + 1, exc, fix, kind) from exc
             delay = backoff_delay(options, attempt)
             if on_retry is not None:
                 on_retry()

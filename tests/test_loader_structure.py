@@ -32,11 +32,12 @@ LAYERS = [
     ["remote", "local"],
     ["readahead", "retry", "cache"],
     ["ranges", "options"],
-    ["plan", "buffers", "video_clips", "samplers"],  # pure arithmetic; memory; torchvision's clip samplers
+    ["plan", "buffers", "video_clips", "samplers", "transforms"],  # pure arithmetic; memory; torchvision's clip samplers
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 # what the loader may take from the converter's package: the format, storage, units and fold rules, by public name
 CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "clipshards.convert.units",
+                   "clipshards.convert.storage_errors",  # what a storage failure means, the connect timeout
                    "clipshards.convert.folds",
                    "clipshards.convert.clips", "clipshards.convert.video_sample"}  # the videos layout: clip rules, its format  # folds: the annotation files' rules, read by both halves
 
