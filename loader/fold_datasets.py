@@ -23,7 +23,7 @@ from clipshards.convert.folds import FOLDS_SPLIT, HMDB51 as HMDB51_NAME, UCF101 
 
 from .arguments import Transform, check_flag, int_option
 from .datasets import StreamingKinetics
-from .folds import FoldSelection, check_clip_options, select_fold
+from .folds import FoldSelection, check_clip_options, not_converted, select_fold
 from .indexed import IndexedKinetics
 from .plan import EpochPlan, rank_length, runs_in_shards
 
@@ -50,7 +50,10 @@ class _FoldDataset(IndexedKinetics):
         **options: Any,
     ) -> None:
         self.fold, self.train = check_fold(fold), check_flag("train", train)
-        super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+        try:
+            super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(not_converted(url, self.dataset, exc)) from exc
         check_clip_options(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
                            frame_rate=frame_rate)
         self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train, annotation_path)
@@ -116,7 +119,10 @@ class _FoldStreaming(StreamingKinetics):
         **options: Any,
     ) -> None:
         self.fold, self.train = check_fold(fold), check_flag("train", train)
-        super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+        try:
+            super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(not_converted(url, self.dataset, exc)) from exc
         check_clip_options(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
                            frame_rate=frame_rate)
         self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train, annotation_path)

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from clipshards.convert.folds import FOLDS, check_fold, keeps, read_fold_lists
+from clipshards.convert.folds import FOLDS, FOLDS_SPLIT, check_fold, keeps, read_fold_lists
 from clipshards.convert.schema import ShardFormatError
 
 from .arguments import int_option
@@ -29,7 +29,7 @@ from .index import DatasetIndex
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FoldSelection", "select_fold", "check_clip_options", "fold_memberships"]
+__all__ = ["FoldSelection", "select_fold", "check_clip_options", "fold_memberships", "not_converted"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,12 @@ def check_clip_options(index: DatasetIndex, **given: Any) -> None:
                 f"pass None (as converted){'' if converted is None else f' or {converted!r}'}, or convert the dataset "
                 f"again with --{name.replace('_', '-')} {value}"
             )
+
+
+def not_converted(url: str | os.PathLike, dataset: str, exc: BaseException) -> str:
+    """What to say when ``url`` holds no ``OUT/all``: how a UCF101/HMDB51 root is converted."""
+    return (f"{os.fspath(url)} holds no {dataset} conversion (OUT/{FOLDS_SPLIT}): convert the dataset root with "
+            f"`clipshards convert ROOT OUT --dataset {dataset} --annotation-path DIR` ({exc})")
 
 
 def _records(index: DatasetIndex, dataset: str) -> list[dict[str, Any]]:

@@ -259,3 +259,12 @@ def test_a_missing_or_malformed_annotation_file_is_named(tmp_path, capsys, datas
     assert run_cli(*convert_args(root, base / "out", dataset, ann)) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_kinetics_conversion_is_not_a_fold_dataset(tiny_converted):
+    for cls in (UCF101, StreamingHMDB51):
+        with pytest.raises(FileNotFoundError, match="holds no (ucf101|hmdb51) conversion .*--dataset"):
+            cls(tiny_converted)
+    index = json.loads((tiny_converted / "train" / "index.json").read_bytes())
+    assert "annotations" not in index and "dataset" not in index["options"]  # Kinetics indexes keep their bytes
+    assert not any("folds" in v for v in index["videos"])
