@@ -140,10 +140,10 @@ class MdsReader:
     ``StreamingDataLoader`` (the one that can checkpoint)."""
 
     def __init__(self, spec: RunSpec) -> None:
+        import_streaming()  # before any ``streaming.*`` import
         from streaming.base.util import clean_stale_shared_memory
 
         self.spec = spec
-        import_streaming()
         clean_stale_shared_memory()
         self.dataset = _mds_dataset(spec, shuffle=True)
 

@@ -14,6 +14,7 @@ from .plan import EpochPlan
 from .progress import EpochProgress
 from .reader import ShardReadError
 from .retry import TransportError
+from .samplers import DistributedSampler, EvalDistributedSampler, PaddedIndex, RandomClipSampler, UniformClipSampler
 from .transforms import CenterCrop, Compose, RandomCrop, Resize
 from .transport import Transport
 from .webdataset_pipeline import webdataset_pipeline
@@ -43,4 +44,9 @@ __all__ = [
     "CenterCrop",
     "RandomCrop",
     "Compose",
+    "RandomClipSampler",
+    "UniformClipSampler",
+    "DistributedSampler",
+    "EvalDistributedSampler",
+    "PaddedIndex",
 ]

@@ -60,7 +60,7 @@ from .plan import AUTO, REMAINDERS, EpochPlan, auto_block_size, auto_shuffle_buf
 from .progress import STATE_FORMAT, EpochProgress, ResumableDataset
 from .reader import RawSample, SampleReader, ShardReadError, decode, to_output
 from .video_epochs import video_epochs
-from .video_reader import clip_output
+from .video_reader import VideoClip, clip_output
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,26 @@ __all__ = ["IndexedKinetics", "StreamingKinetics", "ERROR_POLICIES", "STATE_FORM
 Output = tuple[Any, torch.Tensor, int]
 
 
-class StreamingKinetics(ClassesFromIndex, ResumableDataset):
+class _CollateDecoding:
+    """Lets a ClipLoader's collate decode JPEG clips straight into the batch (one clip-sized copy fewer)."""
+
+    transform: Optional[Transform]
+    errors: str | Callable[[BaseException], bool]
+    _defer_jpeg = False  # True while a ClipLoader's collate decodes JPEG clips into the batch
+
+    @contextlib.contextmanager
+    def decoding_in_collate(self, on: bool) -> Iterator[None]:
+        """While in effect (and ``on``), JPEG clips are yielded undecoded for the collate to
+        decode straight into the batch; only without ``transform`` and with ``errors="raise"``,
+        so nothing else can see the difference."""
+        self._defer_jpeg = on and self.transform is None and self.errors == "raise"
+        try:
+            yield
+        finally:
+            self._defer_jpeg = False
+
+
+class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
     """Iterable dataset for training: reads shards in sequential runs, shuffles by blocks and a buffer.
 
     Each epoch is a deterministic plan (see :mod:`clipshards.loader.plan`): blocks of up to
@@ -90,10 +109,8 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
     ``frame_rate``, ``clips_per_video`` and ``clip_sampling``; ``with_ids`` adds each clip's
     ``(video_idx, clip_idx)``, ``video_idx`` -1 on the repeats ``"pad"`` adds (mask them out).
 
-    Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded).
-
-    Remote ``url`` (``s3://``, ``gs://``, ``https://``): ``storage_options`` go to fsspec;
-    ``transport`` (:class:`TransportOptions`) sets retries, read-ahead and the local cache.
+    Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded). Remote
+    ``url``: ``storage_options`` go to fsspec, ``transport`` sets retries, read-ahead and cache.
     """
 
     def __init__(
@@ -131,16 +148,15 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         self.output_format = output_format
         self.transform = transform
         self.errors = errors
-        self._defer_jpeg = False  # True while a ClipLoader's collate decodes JPEG clips into the batch
         self.remainder = remainder
         self.index = DatasetIndex(url, split, storage_options=storage_options, transport=transport, layouts=LAYOUTS)
         self._reader = SampleReader(self.index)
         self.videos = video_epochs(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
                                    frame_rate=frame_rate, clips_per_video=clips_per_video, clip_sampling=clip_sampling,
                                    seed=self.seed)
-        if check_flag("with_ids", with_ids) and self.videos is None:
+        self.with_ids = check_flag("with_ids", with_ids)
+        if with_ids and self.videos is None:
             raise ValueError("with_ids=True: needs a videos layout output (or IndexedKinetics(..., with_ids=True))")
-        self.with_ids = with_ids
         clip_bytes = self.index.clip_bytes if self.videos is None else float("inf")  # videos: a clip is a read
         self.block_size: Optional[int] = auto_block_size(clip_bytes) if block_opt == AUTO else block_opt  # type: ignore[assignment]
         self.shuffle_buffer: int = (auto_shuffle_buffer(clip_bytes, self.block_size) if buffer_opt == AUTO
@@ -186,7 +202,8 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         the current one), in order, for a fresh (not resumed) epoch. Reads no shard."""
         epoch = self.epoch if epoch is None else int_option("epoch", epoch, 0)
         num_workers = int_option("num_workers", num_workers, 1)
-        return self._plan(epoch).yield_orders(self.rank_and_world()[0], num_workers)
+        orders = self._plan(epoch).yield_orders(self.rank_and_world()[0], num_workers)
+        return orders if self.videos is None else [self.videos.items(epoch)[o] for o in orders]
 
     # -- iteration ----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Output]:
@@ -195,38 +212,26 @@ class StreamingKinetics(ClassesFromIndex, ResumableDataset):
         epoch = self.epoch
         start = self.progress.start(epoch, num_workers)
         logical = (wid + start.rotation) % num_workers
-        skip = start.consumed[logical]
+        skip, plan, rank = start.consumed[logical], self._plan(epoch), self.rank_and_world()[0]
         if self.videos is not None:  # clips cut from whole videos: the epoch's choice of clips
-            make = partial(clip_output, output_format=self.output_format, transform=self.transform, with_ids=self.with_ids)
-            count, outputs = self.videos.outputs(self._plan(epoch), self.rank_and_world()[0], num_workers, logical, skip,
-                                                 lambda clip, padded: make(clip, padded=padded))
+            count, outputs = self.videos.outputs(plan, rank, num_workers, logical, skip, self._output)
         else:
-            clips, order = self._plan(epoch).worker_order(self.rank_and_world()[0], num_workers, logical)
+            clips, order = plan.worker_order(rank, num_workers, logical)
             count, outputs = len(clips), (self._output(item) for item in self._reader.in_order(clips, order, skip))
         clips_out = fill_skipped(outputs, count - skip, partial(skips, self.errors),
                                  on_skip=partial(self.progress.count_skip, wid))
         # iterated here (no DataLoader workers): the position is known here, sample by sample
         yield from (self.progress.track(start, clips_out) if info is None else clips_out)
 
-    def _output(self, item: RawSample | ShardReadError) -> Output | ShardReadError:
-        """A clip as the dataset yields it, or the error that makes it unreadable."""
-        if isinstance(item, ShardReadError):
-            return item
+    def _output(self, item: RawSample | VideoClip | ShardReadError, padded: bool = False) -> Output | ShardReadError:
+        """A clip as the dataset yields it, or the error that makes it unreadable (``padded``: see ``with_ids``)."""
+        if isinstance(item, (ShardReadError, VideoClip)):
+            return item if isinstance(item, ShardReadError) else clip_output(
+                item, self.output_format, self.transform, with_ids=self.with_ids, padded=padded)
         try:
             return to_output(decode(item, defer_jpeg=self._defer_jpeg), self.output_format, self.transform, item)
         except ShardReadError as exc:
             return exc
-
-    @contextlib.contextmanager
-    def decoding_in_collate(self, on: bool) -> Iterator[None]:
-        """While in effect (and ``on``), JPEG clips are yielded undecoded for the collate to
-        decode straight into the batch; only without ``transform`` and with ``errors="raise"``,
-        so nothing else can see the difference."""
-        self._defer_jpeg = on and self.transform is None and self.errors == "raise"
-        try:
-            yield
-        finally:
-            self._defer_jpeg = False
 
     def loader(self, batch_size: Optional[int] = 1, **kwargs: Any) -> ClipLoader:
         """A :class:`ClipLoader` over this dataset (``collate_fn`` defaults to :func:`collate_clips`)."""

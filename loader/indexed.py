@@ -27,7 +27,7 @@ from .options import TransportOptions
 from .reader import SampleReader, decode, to_output
 from .samplers import PaddedIndex
 from .video_clips import ClipTable, resolve_clip_settings
-from .video_reader import VideoClip, VideoClipReader, open_table
+from .video_reader import VideoClip, VideoClipReader, clip_output, open_table
 
 __all__ = ["IndexedKinetics"]
 
@@ -143,7 +143,4 @@ class IndexedKinetics(ClassesFromIndex, Dataset):
         return (*out, -1 if isinstance(i, PaddedIndex) else int(meta["video_index"]), int(meta["clip_index"]))
 
     def _video_output(self, clip: VideoClip, i: int) -> tuple[Any, ...]:
-        out = to_output({"video": clip.video, "audio": clip.audio, "label": clip.label}, self.output_format, self.transform)
-        if not self.with_ids:
-            return out
-        return (*out, -1 if isinstance(i, PaddedIndex) else clip.video_idx, clip.clip_idx)
+        return clip_output(clip, self.output_format, self.transform, with_ids=self.with_ids, padded=isinstance(i, PaddedIndex))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -24,12 +24,12 @@ from clipshards.convert.schema import JpegFrames, ShardFormatError, checksum_of,
 from clipshards.convert.video_sample import FRAMES_MEMBER, VIDEOS_TABLE_NAME, frame_table, read_table, video_frame_member, video_key
 
 from .index import DatasetIndex
-from .reader import ShardReadError
+from .reader import ShardReadError, to_output
 from .video_clips import ClipSpan, ClipTable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoClip", "VideoClipReader", "open_table"]
+__all__ = ["VideoClip", "VideoClipReader", "open_table", "clip_output"]
 
 FRAME_TABLE_CACHE = 512
 Request = tuple[str, int, int]
@@ -207,3 +207,12 @@ class VideoClipReader:
         key = video_key(int(self.table["video_index"][s.row]))
         return ShardReadError(self.index.transport.url_of(self._shard(s.row)), g, f"{key}.{field}" if field else key, reason)
 
+
+
+def clip_output(clip: VideoClip, output_format: str, transform: Optional[Callable[[Any], Any]], *, with_ids: bool,
+                padded: bool = False) -> tuple[Any, ...]:
+    """torchvision's ``(video, audio, label)`` of a clip (see :func:`~clipshards.loader.reader.to_output`),
+    with ``(video_idx, clip_idx)`` after it when ``with_ids`` (``video_idx`` -1 when ``padded``:
+    a repeat that only evens out the ranks, for an evaluation to mask out)."""
+    out = to_output({"video": clip.video, "audio": clip.audio, "label": clip.label}, output_format, transform)
+    return (*out, -1 if padded else clip.video_idx, clip.clip_idx) if with_ids else out

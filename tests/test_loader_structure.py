@@ -22,7 +22,7 @@ LAYERS = [
     ["fold_datasets"],  # UCF101 / HMDB51: the Kinetics datasets over one fold's clips
     ["datasets", "webdataset_pipeline"],  # the public datasets and pipeline
     ["dataloader", "indexed"],
-    ["collate", "progress", "folds"],  # batches; where an epoch stands; which clips a fold keeps
+    ["collate", "progress", "folds", "video_epochs"],  # batches; where an epoch stands; which clips a fold / an epoch keeps
     ["arguments"],
     ["video_reader"],  # the videos layout: clips cut out of whole videos
     ["reader"],  # clips out of shards
