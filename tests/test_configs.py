@@ -35,7 +35,7 @@ def test_preset_loads_and_starts_with_a_one_line_comment(path):
 
 
 def _expected_from_name(stem: str) -> dict:
-    """What a preset name promises: ``<dataset>-<T>x<S>[-<fps>fps]-<side>-<codec>[-<kHz>k][-mono]``."""
+    """What a preset name promises: ``<dataset>-<T>x<S>[-<fps>fps]-<height>-<codec>[-<kHz>k][-mono]``."""
     want: dict = {}
     m = re.match(r"kinetics(400|600|700)\b", stem)
     if m:
@@ -52,7 +52,7 @@ def _expected_from_name(stem: str) -> dict:
         elif part in ("raw", "jpeg"):
             want["codec"] = part
         elif part.isdigit():
-            want["video_min_dimension"] = int(part)
+            want["video_height"] = int(part)
     if "frame_rate" not in want and "frames_per_clip" in want:
         want["frame_rate"] = None
     return want
@@ -62,8 +62,11 @@ def _expected_from_name(stem: str) -> dict:
 def test_preset_matches_its_name(path):
     opts = ConvertOptions(**load_config(path)).output_options()
     want = _expected_from_name(path.stem)
-    assert {"frames_per_clip", "step_between_clips", "codec", "video_min_dimension"} <= set(want), path.stem
+    assert {"frames_per_clip", "step_between_clips", "codec", "video_height"} <= set(want), path.stem
     assert {k: opts[k] for k in want} == want
+    # one frame size for every clip, whatever each video's aspect ratio, so that batches stack:
+    # the width 4/3 of the height (torchvision's video-classification recipe: 128 x 171)
+    assert opts["video_min_dimension"] == 0 and abs(opts["video_width"] - opts["video_height"] * 4 / 3) < 1.5, opts
 
 
 def test_readme_lists_every_preset():
