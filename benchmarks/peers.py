@@ -51,6 +51,7 @@ from benchmarks.peers_registry import PEERS, missing, peer, version  # noqa: E40
 from benchmarks.peers_report import Row, render, summary_rows  # noqa: E402
 from benchmarks.peers_stores import folder_bytes, is_built, store_desc, warm_folder  # noqa: E402
 from benchmarks.report import machine  # noqa: E402
+from benchmarks.run import load_average  # noqa: E402
 
 logger = logging.getLogger("benchmarks.peers")
 
@@ -97,7 +98,7 @@ def _error_line(exc: BaseException) -> str:
 
 
 def _measure(cfg: PeersConfig, s: _Size, key: str, codec: str, workers: int, why: Optional[str]) -> Row:
-    row = Row(size=s.size, codec=codec, key=key, workers=workers, version=version(peer(key)))
+    row = Row(size=s.size, codec=codec, key=key, workers=workers, version=version(peer(key)), load=load_average())
     folder = s.read_folder(key, codec)
     if why:
         row.status, row.reason = "skipped", why
@@ -126,7 +127,7 @@ def _measure(cfg: PeersConfig, s: _Size, key: str, codec: str, workers: int, why
 def run(cfg: PeersConfig, *, command: str, progress: Callable[[str], None] = logger.info) -> dict[str, str]:
     """Measure every (size, peer, codec, workers) and write ``peers.md`` and ``peers.json``."""
     started = time.perf_counter()
-    load_before = _load()
+    load_before = load_average()
     why = {key: missing(peer(key)) for key in cfg.peers}
     rows: list[Row] = []
     for size in cfg.sizes:
@@ -138,7 +139,7 @@ def run(cfg: PeersConfig, *, command: str, progress: Callable[[str], None] = log
                     rows.append(_measure(cfg, s, key, codec, w, why[key]))
     summary = summary_rows(rows)
     seconds = time.perf_counter() - started
-    conditions = (f"Load average (1 min) {load_before} at the start, {_load()} at the end: the machine is shared, "
+    conditions = (f"Load average (1 min) {load_before} at the start, {load_average()} at the end: the machine is shared, "
                   "so other work adds noise (see the min-max spreads).")
     head = (f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {machine()}. {conditions} Sets: "
             + "; ".join(f"{z}: {cfg.videos(z)} videos of {cfg.seconds:g} s, {cfg.videos(z) * cfg.clips_per_video} clips"
@@ -153,13 +154,6 @@ def run(cfg: PeersConfig, *, command: str, progress: Callable[[str], None] = log
         json.dump({"command": command, "machine": machine(), "conditions": conditions, "seconds": seconds,
                    "config": cfg.to_json(), "rows": [r.to_json() for r in rows], "summary": summary}, fh, indent=1)
     return paths
-
-
-def _load() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except OSError:  # pragma: no cover - platforms without getloadavg
-        return "n/a"
 
 
 def _list(kind: Callable[[str], Any]) -> Callable[[str], tuple]:

@@ -34,6 +34,7 @@ class Row:
     rss_worker_mib: float = float("nan")
     stored_bytes: int = 0
     check: Optional[dict[str, Any]] = None
+    load: str = ""  # the 1-minute load average when the row's process started
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,14 +82,14 @@ def _row_cells(r: Row) -> list[str]:
     name = f"{p.label} {r.version}".strip()
     if r.status != "ok":
         return [r.codec, name, str(r.workers), f"{r.status}: {r.reason}", "", "", "", _stored(r.stored_bytes), "",
-                p.equal_ranks, p.resume]
+                p.equal_ranks, p.resume, r.load]
     rss = f"{_mib(r.rss_main_mib)}" + (f" / {_mib(r.rss_worker_mib)}" if r.workers else "")
     return [r.codec, name, str(r.workers), r.read.fmt(), r.collate.fmt(), f"{r.first_batch_s:.3f} s", rss,
-            _stored(r.stored_bytes), exact_cell(r.check, r.codec), p.equal_ranks, p.resume]
+            _stored(r.stored_bytes), exact_cell(r.check, r.codec), p.equal_ranks, p.resume, r.load]
 
 
 HEADERS = ["Codec", "Peer", "W", "read: clips/s", "collate: clips/s", "first batch", "peak RSS MiB (main / worker)",
-           "stored", "exact torchvision tuples", "equal rank counts", "resume"]
+           "stored", "exact torchvision tuples", "equal rank counts", "resume", "load"]
 
 
 def _best(rows: Sequence[Row], consumer: str) -> Optional[Row]:
@@ -134,6 +135,7 @@ def notes(config: dict[str, Any]) -> list[str]:
         "Peak RSS: VmHWM of the measuring process over the collating epochs (it includes Python, torch and the "
         "peer's imports, ~250-350 MiB) and of the largest DataLoader worker. Stored: bytes on disk of what the "
         "peer reads (the source videos for the decoders, clipshards' shards for clipshards and webdataset).",
+        "load: the machine's 1-minute load average as the row started (2 cores; above 2, other work competed).",
         "Exact: a few clips of each peer, read unshuffled, against `IndexedKinetics` on the same conversion "
         "(raw: torchvision's tuples; jpeg: the same JPEG bytes decoded the same way, so = clipshards jpeg).",
         f"Each configuration runs in a fresh process, page cache warm, torch intra-op threads = "

@@ -26,7 +26,7 @@ from benchmarks.report import Section, write_readme_section, write_results  # no
 
 logger = logging.getLogger("benchmarks")
 
-__all__ = ["main", "build_parser", "run"]
+__all__ = ["main", "build_parser", "run", "load_average"]
 
 RUNNERS: dict[str, Callable[[BenchConfig, str], Section]] = {
     "loader": bench_loader.run,
@@ -114,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run(cfg: BenchConfig, *, command: str) -> dict[str, str]:
     """Run the configured sections and write the results; returns the paths written."""
     started = time.perf_counter()
-    load_before = _load()
+    load_before = load_average()
     os.makedirs(cfg.work, exist_ok=True)
     root = data.build_dataset(cfg)
     sections = []
@@ -123,7 +123,7 @@ def run(cfg: BenchConfig, *, command: str) -> dict[str, str]:
         logger.info("section %s ...", name)
         sections.append(RUNNERS[name](cfg, root))
         logger.info("section %s done in %.0f s", name, time.perf_counter() - t)
-    conditions = (f"Load average (1 min) {load_before} at the start, {_load()} at the end: "
+    conditions = (f"Load average (1 min) {load_before} at the start, {load_average()} at the end: "
                   "the machine is shared, so other work adds noise (see the min-max spreads).")
     paths = write_results(cfg.out, sections, command=command, config=cfg.to_json(), seconds=time.perf_counter() - started,
                           conditions=conditions)
@@ -136,7 +136,8 @@ def run(cfg: BenchConfig, *, command: str) -> dict[str, str]:
     return paths
 
 
-def _load() -> str:
+def load_average() -> str:
+    """The 1-minute load average, formatted (``n/a`` where the platform has none)."""
     try:
         return f"{os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover - platforms without getloadavg
