@@ -17,6 +17,7 @@ from .retry import TransportError
 from .samplers import DistributedSampler, EvalDistributedSampler, PaddedIndex, RandomClipSampler, UniformClipSampler
 from .transforms import CenterCrop, Compose, RandomCrop, Resize
 from .transport import Transport
+from .views import VideoAccuracy, ViewBatch, collate_views
 from .webdataset_pipeline import webdataset_pipeline
 
 __all__ = [
@@ -49,4 +50,7 @@ __all__ = [
     "DistributedSampler",
     "EvalDistributedSampler",
     "PaddedIndex",
+    "VideoAccuracy",
+    "ViewBatch",
+    "collate_views",
 ]

@@ -21,7 +21,7 @@ LAYERS = [
     ["__init__"],
     ["fold_datasets"],  # UCF101 / HMDB51: the Kinetics datasets over one fold's clips
     ["datasets", "webdataset_pipeline"],  # the public datasets and pipeline
-    ["dataloader", "indexed"],
+    ["dataloader", "indexed", "views"],  # views: multi-view evaluation (per-video accuracy)
     ["collate", "progress", "folds", "video_epochs"],  # batches; where an epoch stands; which clips a fold / an epoch keeps
     ["arguments"],
     ["video_reader"],  # the videos layout: clips cut out of whole videos
