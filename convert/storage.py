@@ -233,7 +233,8 @@ def reach(loc: Location, name: str = "", *, timeout: float) -> None:
             timed_out = isinstance(exc, (FSTimeoutError, asyncio.TimeoutError))
             if not timed_out and classify(exc) != UNREACHABLE:
                 return
-            last = exc if last is None or not timed_out else last
+            if last is None or not timed_out:  # the backend's own words beat a timeout's
+                last = TimeoutError(f"no answer within {timeout:g} s") if timed_out else exc
         left = deadline - time.monotonic()
         if left <= 0:
             raise unreachable_error(url, last, timeout) from None

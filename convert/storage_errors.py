@@ -12,6 +12,7 @@ what went wrong, with the backend's own words, and the fix; no credential is eve
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any, Iterator, Mapping, Optional
 
@@ -53,6 +54,8 @@ _CONNECT_ERRORS = frozenset({
     "ConnectTimeout", "NewConnectionError",  # requests / urllib3
 })
 _NOT_FOUND_CODES = ("NoSuchKey", "NoSuchBucket", "NotFound")
+# what a refusal says where the exception carries no status (gcsfs: OSError("Forbidden: <path>"))
+_REFUSED = re.compile(r"^(Forbidden|Unauthorized|Access Denied|AccessDenied)\b")
 
 
 def connect_timeout_ok(value: Any) -> bool:
@@ -129,7 +132,7 @@ def classify(exc: BaseException, *, remote: bool = True) -> str:
         if type(e).__name__ in _CREDENTIAL_ERRORS or "Unable to locate credentials" in text:
             return CREDENTIALS
         status = http_status(e)
-        if status in (401, 403) or (remote and isinstance(e, PermissionError)):
+        if status in (401, 403) or (remote and isinstance(e, PermissionError)) or _REFUSED.search(text.split("\n")[0]):
             return DENIED
         code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", "")) \
             if isinstance(getattr(e, "response", None), Mapping) else ""
