@@ -127,7 +127,7 @@ def converted(cfg: BenchConfig, root: str, codec: str) -> str:
     out = os.path.join(cfg.work, f"converted_{codec}")
     report = convert(
         root, out, frames_per_clip=cfg.frames_per_clip, step_between_clips=cfg.step_between_clips,
-        codec=codec, progress=False, overwrite=True,
+        codec=codec, progress=False, overwrite=True, yes=True,  # raw clips of synthetic video: far over 20x the input
     )
     if report.skipped:
         shutil.rmtree(out, ignore_errors=True)
