@@ -143,7 +143,7 @@ def test_other_options_on_existing_output_refused_without_overwrite(dataset, uni
     out = tmp_path / "out"
     assert run_command([dataset, out, *ARGS, "--workers", "1"]).returncode == EXIT_SKIPPED
     proc = run_command([dataset, out, *ARGS, "--workers", "1", "-S", "3"])
-    assert proc.returncode == 1 and "--overwrite" in proc.stderr
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "step_between_clips: 2 -> 3" in proc.stderr, proc.stderr
     assert tree_bytes(out) == uninterrupted
     assert run_command([dataset, out, *ARGS, "--workers", "1", "-S", "3", "--overwrite"]).returncode == EXIT_SKIPPED
     assert_same_clips(read_shards(out / "train"), reference_dataset(dataset, frames_per_clip=4, step_between_clips=3, exclude=BAD))
