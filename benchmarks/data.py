@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from clipshards.convert import ConvertOptions, convert
 from clipshards.convert.report import VideoRecord
 from clipshards.convert.schema import (
-    FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, clip_key, dumps_json, encode_npy, encode_sample,
+    FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_COLUMNS, OFFSETS_NAME, clip_checksum, clip_key, dumps_json, encode_npy,
+    encode_sample, key_number,
 )
 from clipshards.convert.storage import Location
 from clipshards.convert.synth import VideoSpec, write_video
@@ -143,7 +144,7 @@ def synthetic_index(cfg: BenchConfig, videos: int, *, codec: str = "raw", clips_
     converter's ``ShardWriter``), frames are tiny, and ``index.json`` follows the converter's layout.
     """
     out = os.path.join(cfg.work, f"index_{videos}_{codec}")
-    desc = {"videos": videos, "codec": codec, "clips_per_shard": clips_per_shard, "T": cfg.frames_per_clip, "v": 2}
+    desc = {"videos": videos, "codec": codec, "clips_per_shard": clips_per_shard, "T": cfg.frames_per_clip, "v": 3}
     loc = Location(out).child("train")
     if _cached(out, desc):
         return out
@@ -155,7 +156,7 @@ def synthetic_index(cfg: BenchConfig, videos: int, *, codec: str = "raw", clips_
     video = rng.integers(0, 256, size=(T, 8, 8, 3), dtype=np.uint8)
     audio = np.zeros((2, 64), dtype=np.float32)
     shards: list[dict[str, Any]] = []
-    offsets = np.zeros((videos, 2), dtype=np.int64)
+    offsets = np.zeros((videos, len(OFFSETS_COLUMNS)), dtype=np.int64)
     records = []
     writer = None
     for i in tqdm(range(videos), desc=f"index {videos}", unit="video", leave=False):
@@ -169,7 +170,7 @@ def synthetic_index(cfg: BenchConfig, videos: int, *, codec: str = "raw", clips_
                 "frame_indices": list(range(T)), "fps": float(cfg.fps), "frame_rate": None,
                 "audio_sample_rate": cfg.sample_rate}
         data = encode_members(encode_sample(clip_key(i, 0), video=video, audio=audio, label=label, meta=meta, codec=codec))
-        offsets[i] = (writer.size, len(data))
+        offsets[i] = (writer.size, len(data), key_number(i, 0), label, clip_checksum(data))
         writer.add(data)
         records.append(VideoRecord(index=i, path=rel, label=label, status="ok", clips=1, first_clip=i, frames=T,
                                    fps=float(cfg.fps), width=8, height=8, sample_rate=cfg.sample_rate).to_json())
@@ -179,7 +180,8 @@ def synthetic_index(cfg: BenchConfig, videos: int, *, codec: str = "raw", clips_
     offsets_bytes = encode_npy(offsets)
     loc.write_bytes_atomic(OFFSETS_NAME, offsets_bytes)
     index = {
-        "format": FORMAT_NAME, "version": FORMAT_VERSION, "split": "train", "fingerprint": f"synthetic-{videos}",
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "layout": "clips", "split": "train", "fingerprint": f"synthetic-{videos}",
+        "max_frame": {"height": 8, "width": 8},
         "options": ConvertOptions(frames_per_clip=T, step_between_clips=T, codec=codec, extensions=("mp4",)).output_options(),
         "classes": classes,
         "counts": {"videos": videos, "videos_ok": videos, "videos_skipped": 0, "clips": videos,

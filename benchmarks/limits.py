@@ -39,7 +39,7 @@ class ShardSet:
 
     folder: str
     index: dict
-    offsets: np.ndarray  # int64 [N, 2]
+    offsets: np.ndarray  # int64 [N, 2] (index version 1) or [N, len(OFFSETS_COLUMNS)]
 
     @classmethod
     def open(cls, out: str, split: str = "train") -> "ShardSet":
@@ -65,7 +65,7 @@ class ShardSet:
                 for _ in range(shard["clips"]):
                     if limit and g >= limit:
                         return
-                    off, size = self.offsets[g]
+                    off, size = self.offsets[g, :2]  # (offset, length, then what index version 2 adds)
                     fh.seek(int(off))
                     yield fh.read(int(size))
                     g += 1

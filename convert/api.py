@@ -413,7 +413,8 @@ class _Run:
             return
         rec.status, rec.clips, rec.sample = "ok", res.clips, res.sample
         with spool.read(res) as (fh, mapped):
-            packer.add_video(fh, mapped, res.sample_sizes, e.index, skip, e.relpath)
+            packer.add_video(fh, mapped, res.sample_sizes, e.index, skip, e.relpath, label=e.label,
+                             checksums=res.sample_checksums)
 
     def _video_done(self, e: VideoEntry, rec: VideoRecord) -> None:
         if rec.status != "ok":

@@ -16,7 +16,7 @@ import numpy as np
 from .layout import DatasetLayout
 from .options import ConvertOptions
 from .report import ConvertReport, VideoRecord
-from .schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, OFFSETS_NAME, REPORT_NAME, checksum_of, dumps_json, encode_npy
+from .schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, LAYOUT_CLIPS, OFFSETS_COLUMNS, OFFSETS_NAME, REPORT_NAME, checksum_of, dumps_json, encode_npy
 from .storage import Location
 from .schema import LAYOUT_VIDEOS, VIDEOS_FORMAT_VERSION
 from .video_sample import VIDEOS_TABLE_NAME, table_bytes
@@ -39,14 +39,22 @@ def read_json(loc: Location, name: str) -> Optional[dict[str, Any]]:
 
 
 def offsets_array(shards: Iterable[ShardInfo], clips: int) -> np.ndarray:
-    """``[clips, 2]`` int64: each clip's (byte offset in its shard, length), in global clip order."""
-    offsets = np.zeros((clips, 2), dtype=np.int64)
+    """``[clips, len(OFFSETS_COLUMNS)]`` int64: each clip's row (byte offset in its shard, length,
+    key number, label, checksum), in global clip order."""
+    offsets = np.zeros((clips, len(OFFSETS_COLUMNS)), dtype=np.int64)
     g = 0
     for s in shards:
         if s.offsets:
             offsets[g : g + s.clips] = np.asarray(s.offsets, dtype=np.int64)
         g += s.clips
     return offsets
+
+
+def max_frame(videos: Iterable[VideoRecord]) -> dict[str, int]:
+    """The largest frame height and width of the converted videos' clips: a loader refuses a
+    clip whose frames claim more before decoding it."""
+    ok = [v for v in videos if v.status == "ok"]
+    return {"height": max((v.height for v in ok), default=0), "width": max((v.width for v in ok), default=0)}
 
 
 def write_index(
@@ -83,6 +91,8 @@ def write_index(
         "version": FORMAT_VERSION,
         "split": opts.split,
         "fingerprint": fingerprint,
+        "layout": LAYOUT_CLIPS,
+        "max_frame": max_frame(videos),
         "options": opts.output_options(),
         "classes": list(layout.classes),
         "counts": counts,

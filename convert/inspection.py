@@ -14,7 +14,7 @@ import numpy as np
 from .folds import FOLDS, TEST, TRAIN
 from .index import read_json
 from .output import Output
-from .schema import REPORT_NAME
+from .schema import REPORT_NAME, ShardFormatError
 from .units import human_bytes
 
 __all__ = ["inspect_output", "format_inspect", "fold_counts"]
@@ -30,6 +30,9 @@ def inspect_output(
     clip counts, shards with sizes, byte totals, skipped videos with their reasons.
     """
     out = Output(url, split, storage_options)
+    bad = out.bad_names()
+    if bad:  # the index names files outside its split: refused, as every reader refuses it
+        raise ShardFormatError(bad[0])
     index = out.index
     per_class = [{"label": i, "name": c, "clips": 0, "videos": 0, "videos_skipped": 0} for i, c in enumerate(out.classes)]
     skipped, warnings = [], []

@@ -22,13 +22,18 @@ import numpy as np
 
 from .options import SPLITS
 from .schema import (
+    CLIP_CHECKSUM,
     INDEX_NAME,
     LAYOUT_VIDEOS,
     LAYOUTS,
+    OFFSETS_COLUMNS,
     OFFSETS_NAME,
     ShardFormatError,
     check_index_version,
+    check_plain_name,
+    clip_checksum,
     clip_key,
+    key_of_number,
     decode_npy,
     decode_sample,
     member_field,
@@ -59,15 +64,22 @@ class Output:
             raise FileNotFoundError(f"{self.index_url}: no clipshards index ({exc})") from exc
         try:
             self.index: dict[str, Any] = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ShardFormatError(f"{self.index_url}: index is not valid JSON: {exc}") from exc
+        if not isinstance(self.index, dict):
+            raise ShardFormatError(f"{self.index_url}: not a clipshards index (a JSON {type(self.index).__name__})")
         self.layout = check_index_version(self.index, where=self.index_url, layouts=LAYOUTS)
         self.split: str = self.index.get("split", split or "")
-        self.shards: list[dict[str, Any]] = list(self.index["shards"])
-        self.firsts = [int(s["first_clip"]) for s in self.shards]
-        self.clips = int(self.index["counts"]["clips"])
-        self.classes: list[str] = list(self.index["classes"])
-        self.videos: list[dict[str, Any]] = list(self.index["videos"])
+        try:
+            self.shards: list[dict[str, Any]] = [dict(s) for s in self.index["shards"]]
+            self.firsts = [int(s["first_clip"]) for s in self.shards]
+            self.clips = int(self.index["counts"]["clips"])
+            self.classes: list[str] = list(self.index["classes"])
+            self.videos: list[dict[str, Any]] = list(self.index["videos"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShardFormatError(f"{self.index_url}: malformed index ({type(exc).__name__}: {exc})") from exc
+        if not all(isinstance(c, str) for c in self.classes):
+            raise ShardFormatError(f"{self.index_url}: 'classes' must be a list of class names (strings)")
         # a sample is a clip, or in the videos layout a whole video (kept however few clips it gives)
         self.per_sample = {v["index"]: 1 for v in self.videos} if self.layout == LAYOUT_VIDEOS else {}
         with_clips = sorted((v for v in self.videos if v["status"] == "ok" and (v["clips"] > 0 or self.per_sample)),
@@ -85,18 +97,39 @@ class Output:
         v = self._video_by_first[i]
         return v if g < v["first_clip"] + self.per_sample.get(v["index"], v["clips"]) else None
 
+    def file_name(self, name: Any, what: str) -> str:
+        """``name`` (a shard's or the offsets file's, as the index gives it) when it is a plain
+        file name inside the split, else :class:`ShardFormatError`: nothing outside is ever read."""
+        return check_plain_name(name, what=what, where=self.index_url)
+
+    def bad_names(self) -> list[str]:
+        """Why each file name of the index that is not a plain name inside the split is refused."""
+        names = [(s.get("name"), "shard") for s in self.shards] + [(self.offsets_name, "offsets")]
+        problems = []
+        for name, what in names:
+            try:
+                self.file_name(name, what)
+            except ShardFormatError as exc:
+                problems.append(str(exc))
+        return problems
+
+    @property
+    def offsets_name(self) -> Any:
+        return (self.index.get("offsets") or {}).get("name", OFFSETS_NAME)
+
     def read_offsets_bytes(self) -> bytes:
-        name = self.index.get("offsets", {}).get("name", OFFSETS_NAME)
-        return self.loc.read_bytes(name)
+        return self.loc.read_bytes(self.file_name(self.offsets_name, "offsets"))
 
     def parse_offsets(self, data: bytes) -> np.ndarray:
-        where = self.loc.join_url(self.index.get("offsets", {}).get("name", OFFSETS_NAME))
+        """offsets.npy's rows: (offset, length) for index version 1, else OFFSETS_COLUMNS."""
+        where = self.loc.join_url(str(self.offsets_name))
         try:
             arr = decode_npy(data, expect=np.dtype(np.int64))
         except ShardFormatError as exc:
             raise ShardFormatError(f"{where}: {exc}") from exc
-        if arr.shape != (self.clips, 2):
-            raise ShardFormatError(f"{where}: shape {arr.shape}, the index has {self.clips} clips (expected [{self.clips}, 2])")
+        columns = 2 if self.index.get("version") == 1 else len(OFFSETS_COLUMNS)
+        if arr.shape != (self.clips, columns):
+            raise ShardFormatError(f"{where}: shape {arr.shape}, the index has {self.clips} clips (expected [{self.clips}, {columns}])")
         return arr
 
     def offsets(self) -> np.ndarray:
@@ -110,12 +143,14 @@ class Output:
     def read_sample(self, g: int, offsets: np.ndarray) -> dict[str, Any]:
         """Read, parse and decode clip ``g``; checks its key and label against the index."""
         shard = self.shard_of(g)
-        start, length = (int(x) for x in offsets[g])
-        where = f"{self.loc.join_url(shard['name'])} clip {g} (bytes {start}..{start + length})"
+        name = self.file_name(shard["name"], "shard")
+        row = offsets[g]
+        start, length = int(row[0]), int(row[1])
+        where = f"{self.loc.join_url(name)} clip {g} (bytes {start}..{start + length})"
         if start < 0 or length <= 0 or start + length > int(shard["bytes"]):
             raise ShardFormatError(f"{where}: byte range outside the shard's {shard['bytes']} bytes")
         try:
-            data = self.loc.read_bytes(shard["name"], start, start + length)
+            data = self.loc.read_bytes(name, start, start + length)
         except (FileNotFoundError, OSError) as exc:
             raise ShardFormatError(f"{where}: cannot read: {exc}") from exc
         if len(data) != length:
@@ -124,6 +159,11 @@ class Output:
         keys = {member_field(n)[0] for n, _ in members}
         if len(keys) != 1:
             raise ShardFormatError(f"{where}: members of {len(keys)} samples {sorted(keys)[:3]} in one clip's range")
+        if len(row) > 2:  # index version 2: the row says which sample this is and what its bytes hash to
+            if not self.per_sample and next(iter(keys)) != key_of_number(int(row[2])):
+                raise ShardFormatError(f"{where}: sample key {next(iter(keys))!r}, offsets.npy expects {key_of_number(int(row[2]))!r}")
+            if clip_checksum(data) != int(row[4]):
+                raise ShardFormatError(f"{where}: its bytes differ from what the converter wrote ({CLIP_CHECKSUM} in offsets.npy)")
         sample = decode_sample(sample_fields(members), where=where)
         sample["key"] = keys.pop()
         video = self.video_of(g)

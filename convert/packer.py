@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .errors import ConversionError
 from .options import ConvertOptions
+from .schema import key_number
 from .storage import Location
 from .writer import MAX_DIRECT_VIEW, MIN_DIRECT_VIEW, TAR_END, ChunkPool, ShardInfo, ShardWriter
 
@@ -50,10 +51,14 @@ class ShardPacker:
         return self.bytes + (self.writer.size if self.writer else 0)
 
     def add_video(self, fh: Any, mapped: Optional["MappedSpool"], sizes: Sequence[int], video: int, skip: int,
-                  what: str) -> None:
+                  what: str, *, label: int, checksums: Sequence[int]) -> None:
         """Append the samples of one video, ``sizes`` bytes each, read from ``fh`` (its spool
         file; ``mapped``: that file mapped for direct writes). Its first sample is clip
-        ``skip`` of video ``video``; ``what`` names the video in errors."""
+        ``skip`` of video ``video``; ``what`` names the video in errors. Each sample's offsets
+        row also records its key, ``label`` and its ``checksums`` entry (schema.OFFSETS_COLUMNS)."""
+        if len(checksums) != len(sizes):
+            raise ConversionError(f"spool of {what}: {len(sizes)} samples, {len(checksums)} checksums")
+        idents = [(key_number(video, skip + j), label, checksums[j]) for j in range(len(sizes))]
         pos = j = 0
         while j < len(sizes):
             writer = self._shard_for(sizes[j], (video, skip + j))
@@ -62,11 +67,11 @@ class ShardPacker:
             if mapped is not None and run >= MIN_DIRECT_VIEW and writer.takes_views:
                 # straight from the spool's pages to the disk: no copy into a chunk
                 view, done = mapped.view(pos, run)
-                writer.add_view(view, list(sizes[j:k]), done)
+                writer.add_view(view, list(sizes[j:k]), done, idents[j:k])
                 fh.seek(pos + run)
             else:
-                for size in sizes[j:k]:
-                    if writer.add_from(fh.readinto, size) != size:
+                for size, ident in zip(sizes[j:k], idents[j:k]):
+                    if writer.add_from(fh.readinto, size, ident) != size:
                         raise ConversionError(f"spool of {what} is short")
             pos += run
             self.clips += k - j

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from .index import read_json
 from .report import VideoRecord
-from .schema import dumps_json, entry_checksum, shard_name
+from .schema import OFFSETS_COLUMNS, dumps_json, entry_checksum, shard_name
 from .storage import Location
 from .writer import ShardInfo
 
@@ -52,6 +52,8 @@ class DoneMarkers:
             info = marker["shard"]
             if self.loc.size(info["name"]) != info["bytes"]:
                 break
+            if any(len(row) != len(OFFSETS_COLUMNS) for row in marker["offsets"]):
+                break  # written by a release whose offsets rows were (offset, length) only
             algo, checksum = entry_checksum(info)
             shard = ShardInfo(index=i, name=info["name"], clips=info["clips"], bytes=info["bytes"], checksum=checksum, algo=algo)
             shard.offsets = [tuple(o) for o in marker["offsets"]]

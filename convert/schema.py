@@ -52,6 +52,7 @@ __all__ = [
     "OFFSETS_COLUMNS",
     "CLIP_CHECKSUM",
     "clip_checksum",
+    "clip_checksum_of",
     "key_number",
     "key_of_number",
     "parse_label",
@@ -81,16 +82,20 @@ __all__ = [
 ]
 
 FORMAT_NAME = "clipshards"
-FORMAT_VERSION = 1
+# The index version the converter writes. Version 1 (read, no longer written): the clips layout
+# with offsets.npy rows of (offset, length). Version 2: every output names its layout; a clips
+# layout's offsets rows are OFFSETS_COLUMNS (a version-1 reader refuses it by its version, where
+# it would otherwise fail on the offsets' shape).
+FORMAT_VERSION = 2
 CODECS = ("raw", "jpeg")
-# Output layouts: ``clips`` (one sample per clip, index version 1, the default) and ``videos``
+# Output layouts: ``clips`` (one sample per clip, the default) and ``videos``
 # (one sample per video, clips cut when loading; index version 2 with ``"layout": "videos"``,
 # see :mod:`clipshards.convert.video_sample`). A version-2 index must name its layout.
 LAYOUT_CLIPS = "clips"
 LAYOUT_VIDEOS = "videos"
 LAYOUTS = (LAYOUT_CLIPS, LAYOUT_VIDEOS)
 VIDEOS_FORMAT_VERSION = 2
-_VERSION_LAYOUTS = {FORMAT_VERSION: (LAYOUT_CLIPS,), VIDEOS_FORMAT_VERSION: LAYOUTS}
+_VERSION_LAYOUTS = {1: (LAYOUT_CLIPS,), 2: LAYOUTS}
 # How the index records the content of each shard and of offsets.npy: the entry's key names the
 # algorithm. XXH3-128 (default) detects corruption as surely as any 128-bit hash and runs at
 # memory speed (~60 GB/s here); SHA-256 (~1.8 GB/s) cost a raw conversion a third of a core.
@@ -166,7 +171,15 @@ def key_of_number(number: int) -> str:
 def clip_checksum(data: bytes | memoryview) -> int:
     """XXH3-64 of a clip's bytes as the signed int64 offsets.npy stores (~30 GB/s: the loader
     checks every clip it reads)."""
-    value = xxhash.xxh3_64_intdigest(data)
+    return _signed64(xxhash.xxh3_64_intdigest(data))
+
+
+def clip_checksum_of(hasher: Any) -> int:
+    """:func:`clip_checksum` of the bytes an ``xxhash.xxh3_64()`` was updated with."""
+    return _signed64(hasher.intdigest())
+
+
+def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
@@ -247,8 +260,8 @@ def _parse_npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype, i
             raise ShardFormatError(f"unsupported npy version {version}")
     except ShardFormatError:
         raise
-    except Exception as exc:
-        raise ShardFormatError(f"not an npy array: {exc}") from exc
+    except Exception as exc:  # NumPy's message quotes the bytes: a hostile index may point anywhere
+        raise ShardFormatError(f"not an npy array (bad magic or header: {type(exc).__name__})") from exc
     return tuple(shape), bool(fortran), dtype, buf.tell()
 
 
@@ -306,6 +319,8 @@ def decode_jpeg(data: bytes | memoryview, out: Optional[np.ndarray] = None) -> n
     with Image.open(io.BytesIO(data)) as img:
         if img.format != "JPEG":
             raise ShardFormatError(f"frame is {img.format}, not JPEG")
+        if out is not None and out.shape != (img.height, img.width, 3):  # before decoding it
+            raise ShardFormatError(f"frame is {img.width}x{img.height}, the clip's first frame is {out.shape[1]}x{out.shape[0]}")
         frame = np.asarray(img.convert("RGB"))
     if out is None:
         return frame
@@ -334,10 +349,11 @@ def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
         raise ShardFormatError(f"not a JPEG frame: {exc}") from exc
 
 
-def decode_jpeg_frames(frames: list[bytes | memoryview], alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None) -> np.ndarray:
+def decode_jpeg_frames(frames: list[bytes | memoryview], alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None,
+                       *, max_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """The frames of one clip decoded into one ``[T, H, W, 3]`` array (from ``alloc(shape)``
-    when given): no per-frame arrays, no stacking copy."""
-    clip = JpegFrames(frames)
+    when given): no per-frame arrays, no stacking copy. ``max_size``: see :class:`JpegFrames`."""
+    clip = JpegFrames(frames, max_size=max_size)
     return clip.decode_into(alloc(clip.shape) if alloc is not None else np.empty(clip.shape, dtype=np.uint8))
 
 
@@ -402,37 +418,49 @@ def encode_sample(
 
 def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
                   alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None,
-                  defer_jpeg: bool = False) -> dict[str, Any]:
+                  defer_jpeg: bool = False, max_frame: Optional[tuple[int, int]] = None) -> dict[str, Any]:
     """Decode the fields of one sample (``field name -> bytes``) into arrays.
 
     Returns ``{"video": uint8 [T,H,W,3], "audio": float32 [K,L], "label": int, "meta": dict}``.
     Members outside the schema are ignored, never interpreted. ``alloc(shape)`` gives the
     uint8 array JPEG frames are decoded into (default: a new one); with ``defer_jpeg`` the
     video of a JPEG sample is a :class:`JpegFrames`, decoded later by its consumer.
+    ``max_frame``: ``(height, width)`` no JPEG frame may exceed (checked before decoding).
+    JPEG frames must be ``f0000 .. f{T-1}``, none missing. Errors never quote member bytes.
     """
     try:
-        label = int(bytes(fields[LABEL_MEMBER]).decode("ascii"))
+        label = parse_label(fields[LABEL_MEMBER])
         meta = json.loads(bytes(fields[META_MEMBER]).decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ShardFormatError(f"metadata is a JSON {type(meta).__name__}, not an object")
         audio = decode_npy(fields[AUDIO_MEMBER], expect=_ALLOWED_DTYPES[AUDIO_MEMBER])
         if VIDEO_MEMBER in fields:
             video = decode_npy(fields[VIDEO_MEMBER], expect=_ALLOWED_DTYPES[VIDEO_MEMBER])
         else:
-            frames = sorted(k for k in fields if k.startswith("f") and k.endswith(".jpg") and k[1:-4].isdigit())
-            if not frames:
-                raise ShardFormatError("sample has neither video.npy nor fNNNN.jpg frames")
-            jpegs = [fields[k] for k in frames]
-            video = JpegFrames(jpegs) if defer_jpeg else decode_jpeg_frames(jpegs, alloc)
+            jpegs = _jpeg_members(fields)
+            video = (JpegFrames(jpegs, max_size=max_frame) if defer_jpeg
+                     else decode_jpeg_frames(jpegs, alloc, max_size=max_frame))
     except KeyError as exc:
         raise ShardFormatError(f"{where}: missing member {exc.args[0]!r}") from exc
     except ShardFormatError as exc:
         raise ShardFormatError(f"{where}: {exc}") from exc
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError, OverflowError, MemoryError) as exc:
         raise ShardFormatError(f"{where}: {type(exc).__name__}: {exc}") from exc
     if len(video.shape) != 4 or video.shape[-1] != 3:
         raise ShardFormatError(f"{where}: video has shape {video.shape}, expected [T, H, W, 3]")
     if audio.ndim != 2:
         raise ShardFormatError(f"{where}: audio has shape {audio.shape}, expected [K, L]")
     return {"video": video, "audio": audio, "label": label, "meta": meta}
+
+
+def _jpeg_members(fields: Mapping[str, bytes | memoryview]) -> list[bytes | memoryview]:
+    """The frames ``f0000.jpg`` ... of a JPEG sample in frame order; a gap is an error."""
+    numbers = sorted(int(k[1:-4]) for k in fields if k.startswith("f") and k.endswith(".jpg") and k[1:-4].isdigit())
+    if not numbers:
+        raise ShardFormatError("sample has neither video.npy nor fNNNN.jpg frames")
+    if numbers[-1] != len(numbers) - 1:
+        raise ShardFormatError(f"JPEG frames are not f0000..f{len(numbers) - 1:04d} ({len(numbers)} frames, the last f{numbers[-1]:04d})")
+    return [fields[frame_member(t)] for t in numbers]
 
 
 def index_layout(index: Mapping[str, Any]) -> str:
@@ -452,7 +480,7 @@ def check_index_version(index: Mapping[str, Any], *, where: str = "", layouts: t
     if layout not in _VERSION_LAYOUTS.get(version, ()):  # type: ignore[call-overload]
         raise ShardFormatError(
             f"{where}: index format version {version!r} is not supported by this clipshards "
-            f"(reads version {FORMAT_VERSION}, and {VIDEOS_FORMAT_VERSION} for the {LAYOUT_VIDEOS!r} layout); "
+            f"(reads versions {', '.join(map(str, _VERSION_LAYOUTS))}); "
             "convert again or install a matching release"
         )
     if layout not in layouts:

@@ -8,12 +8,14 @@ completes. Credentials are passed through ``storage_options`` and never logged.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import posixpath
+import stat
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, BinaryIO, Iterator, Mapping, Optional
 
 import fsspec
 from fsspec.asyn import AsyncFileSystem
@@ -24,7 +26,7 @@ from .storage_errors import UNREACHABLE, StorageError, classify, permanent_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Location", "parse_storage_options", "redact", "StorageError", "reach"]
+__all__ = ["Location", "parse_storage_options", "redact", "open_regular", "NotRegularFileError", "StorageError", "reach"]
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 
@@ -40,6 +42,29 @@ def redact(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+class NotRegularFileError(OSError):
+    """A dataset file that is a FIFO, a device, a socket or a folder: refused before it is read."""
+
+
+def open_regular(path: str, url: Optional[str] = None) -> BinaryIO:
+    """``path`` opened for unbuffered reading, only when it is a regular file: a FIFO would block
+    the open (and a read) forever, a device never end. Opened without blocking, checked with
+    ``fstat``, so nothing is read before the check; :class:`NotRegularFileError` names ``url``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
+                "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+            raise NotRegularFileError(errno.EINVAL, f"{url or path} is {kind}, not a regular file: refused")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -130,7 +155,23 @@ class Location:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
+    def open_read(self, name: str) -> BinaryIO:
+        """``name`` opened for reading; a local one only when it is a regular file (see
+        :func:`open_regular`)."""
+        if self.is_local:
+            return open_regular(self.path(name), self.join_url(name))
+        return self.fs.open(self.path(name), "rb")
+
     def read_bytes(self, name: str, start: Optional[int] = None, end: Optional[int] = None) -> bytes:
+        """Bytes ``[start, end)`` of ``name``; a local file is read only when regular and never
+        past the size it had when opened (a file in /proc says 0 and never ends)."""
+        if self.is_local:
+            with open_regular(self.path(name), self.join_url(name)) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                lo = min(start or 0, size)
+                hi = size if end is None else max(lo, min(end, size))
+                fh.seek(lo)
+                return _read_exactly(fh, hi - lo)
         if start is None and end is None:
             return self.fs.cat_file(self.path(name))
         return self.fs.cat_file(self.path(name), start=start, end=end)
@@ -241,6 +282,18 @@ def reach(loc: Location, name: str = "", *, timeout: float) -> None:
         logger.info("%s: cannot connect yet (%s); trying again for %.0f s more", url, type(last).__name__, left)
         time.sleep(min(pause, left))
         pause = min(2 * pause, 2.0)
+
+
+def _read_exactly(fh: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``fh`` (fewer only at its end)."""
+    parts, left = [], n
+    while left > 0:
+        chunk = fh.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 def _abandon(fh: Any, url: str) -> None:

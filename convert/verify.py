@@ -150,9 +150,12 @@ def _verify_index_and_offsets(out: Output, res: VerifyResult) -> Optional[np.nda
     if first != out.clips:
         res.problems.append(f"{out.index_url}: shards hold {first} clips, counts say {out.clips}")
     meta = out.index.get("offsets") or {}
-    where = out.loc.join_url(meta.get("name", OFFSETS_NAME))
+    where = out.loc.join_url(str(meta.get("name", OFFSETS_NAME)))
     try:
         data = out.read_offsets_bytes()
+    except ShardFormatError as exc:  # a name outside the split: not read
+        res.problems.append(f"{exc}; not read")
+        return None
     except (FileNotFoundError, OSError) as exc:
         res.problems.append(f"{where}: missing or unreadable ({exc})")
         return None
@@ -190,6 +193,10 @@ def _verify_shard_files(out: Output, res: VerifyResult, *, jobs: int, progress: 
 
     def check(shard: dict[str, Any]) -> tuple[str, Optional[str], int]:
         name, want = shard["name"], int(shard["bytes"])
+        try:
+            out.file_name(name, "shard")
+        except ShardFormatError as exc:
+            return repr(name), f"{exc}; not read", 0
         size = out.loc.size(name)
         if size is None:
             return name, "missing", 0
@@ -202,7 +209,7 @@ def _verify_shard_files(out: Output, res: VerifyResult, *, jobs: int, progress: 
         digest = new_checksum(algo)
         read = 0
         try:
-            with out.loc.fs.open(out.loc.path(name), "rb") as fh:
+            with out.loc.open_read(name) as fh:
                 while chunk := fh.read(_HASH_CHUNK):
                     digest.update(chunk)
                     read += len(chunk)
@@ -241,3 +248,8 @@ def _verify_tiling(out: Output, res: VerifyResult, offsets: np.ndarray) -> None:
         starts_ok = rows[0, 0] == 0 and bool(np.all(rows[1:, 0] == ends[:-1]))
         if not starts_ok or ends[-1] + len(TAR_END) != int(s["bytes"]) or bool(np.any(rows[:, 1] <= 0)):
             res.add(s["name"], f"offsets.npy rows {a}..{a + n - 1} do not tile the shard's {s['bytes']} bytes")
+    if offsets.shape[1] > 2 and len(offsets):  # index version 2: keys in clip order, labels naming classes
+        if bool(np.any(offsets[1:, 2] <= offsets[:-1, 2])):
+            res.problems.append(f"{out.index_url}: offsets.npy's sample keys are not in clip order (duplicate or moved rows)")
+        if bool(np.any((offsets[:, 3] < 0) | (offsets[:, 3] >= len(out.classes)))):
+            res.problems.append(f"{out.index_url}: offsets.npy has labels outside 0..{len(out.classes) - 1}")

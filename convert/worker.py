@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
 import av
+import xxhash
 
 from .decode import VideoError, VideoInfo, expected_clips, iter_clips
 from .layout import VideoEntry
 from .options import ConvertOptions
-from .schema import LAYOUT_VIDEOS, clip_key, encode_sample
+from .schema import LAYOUT_VIDEOS, clip_checksum_of, clip_key, encode_sample
 from .storage import Location
 from .video_encoder import VideoSample, write_video_sample
 from .writer import write_members
@@ -44,6 +45,7 @@ class VideoResult:
     reason: str = ""
     clips: int = 0  # clips of the whole video (including skipped ones)
     sample_sizes: list[int] = field(default_factory=list)  # of the clips written to the spool
+    sample_checksums: list[int] = field(default_factory=list)  # schema.clip_checksum of each of them
     spool_name: str = ""
     spool_reused: bool = False  # a slot file: the writer keeps it for later videos
     slot: int = -1  # the slot file's number when spool_reused
@@ -94,14 +96,18 @@ def convert_video(task: VideoTask) -> VideoResult:
             spool.remove(name)
 
     sizes: list[int] = []
+    checks: list[int] = []
     sample: Optional[VideoSample] = None
     try:
         with _open_spool(spool, task) as fh:
             if o.layout == LAYOUT_VIDEOS:
-                sample = write_video_sample(fh, e, o, info, scratch_dir=spool.path("") if spool.is_local else None)
+                hasher = xxhash.xxh3_64()
+                sample = write_video_sample(fh, e, o, info, scratch_dir=spool.path("") if spool.is_local else None,
+                                            hasher=hasher)
                 sizes.append(sample.size)
+                checks.append(clip_checksum_of(hasher))
             else:
-                _write_clips(fh, task, info, sizes)
+                _write_clips(fh, task, info, sizes, checks)
     except VideoError as exc:
         drop()
         return VideoResult(e.index, ok=False, reason=exc.reason, info=info)
@@ -125,11 +131,12 @@ def convert_video(task: VideoTask) -> VideoResult:
             ),
             info=info,
         )
-    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, spool_name=name, spool_reused=reused,
-                       slot=task.slot if reused else -1, info=info, sample=sample.placement if sample is not None else None)
+    return VideoResult(e.index, ok=True, clips=total, sample_sizes=sizes, sample_checksums=checks, spool_name=name,
+                       spool_reused=reused, slot=task.slot if reused else -1, info=info,
+                       sample=sample.placement if sample is not None else None)
 
 
-def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int]) -> None:
+def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int], checks: list[int]) -> None:
     """Decode the clips of the task's video and write each as a sample to ``fh`` (the clips layout)."""
     e, o = task.entry, task.options
     for clip in iter_clips(
@@ -166,4 +173,6 @@ def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int
             codec=o.codec,
             jpeg_quality=o.jpeg_quality,
         )
-        sizes.append(write_members(fh, members))
+        hasher = xxhash.xxh3_64()
+        sizes.append(write_members(fh, members, hasher=hasher))
+        checks.append(clip_checksum_of(hasher))

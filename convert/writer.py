@@ -85,14 +85,18 @@ def member_header(name: str, size: int) -> bytes:
     return bytes(h)
 
 
-def write_members(fh: BinaryIO, members: Iterable[tuple[str, Member]]) -> int:
+def write_members(fh: BinaryIO, members: Iterable[tuple[str, Member]], *,
+                  hasher: Optional[Any] = None) -> int:
     """Write the tar bytes of ``members`` to ``fh`` part by part (a raw clip is megabytes: never
-    joined, one copy fewer than :func:`encode_members`); returns the bytes written."""
+    joined, one copy fewer than :func:`encode_members`); returns the bytes written. ``hasher``
+    (``update``) sees the same bytes: a sample's checksum without reading it back."""
     written = 0
     for name, data in members:
         for part in _member_parts(name, data):
             if len(part):
                 fh.write(part)
+                if hasher is not None:
+                    hasher.update(part)
                 written += len(part)
     return written
 
@@ -112,7 +116,9 @@ class ShardInfo:
     bytes: int = 0
     checksum: str = ""  # hex digest of the whole shard file
     algo: str = CHECKSUMS[0]  # the checksum's algorithm, one of schema.CHECKSUMS
-    offsets: list[tuple[int, int]] = field(default_factory=list)
+    # a row per sample: (offset, length) in the shard, then what add_* was given as its
+    # identity (the converter: key number, label, clip checksum; see schema.OFFSETS_COLUMNS)
+    offsets: list[tuple[int, ...]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "clips": self.clips, "bytes": self.bytes, self.algo: self.checksum}
@@ -383,18 +389,18 @@ class ShardWriter:
     def size(self) -> int:
         return self.info.bytes
 
-    def add(self, sample: bytes | memoryview) -> None:
-        """Append one sample (its members, already tar-encoded)."""
-        self.add_from(_reader(sample), len(sample))
+    def add(self, sample: bytes | memoryview, ident: tuple[int, ...] = ()) -> None:
+        """Append one sample (its members, already tar-encoded); ``ident`` ends its offsets row."""
+        self.add_from(_reader(sample), len(sample), ident)
 
-    def add_from(self, readinto: Callable[[memoryview], Optional[int]], size: int) -> int:
+    def add_from(self, readinto: Callable[[memoryview], Optional[int]], size: int, ident: tuple[int, ...] = ()) -> int:
         """Append one sample of ``size`` bytes read with ``readinto`` (e.g. a spool file's),
         straight into the shard's buffers; returns the bytes read (fewer: the source was short,
-        and the shard must be aborted)."""
+        and the shard must be aborted). ``ident`` ends the sample's row in :attr:`ShardInfo.offsets`."""
         if self._sink is None:
             raise RuntimeError(f"shard {self.info.name} is already closed")
         got = self._sink.fill(readinto, size)
-        self.info.offsets.append((self.info.bytes, size))
+        self.info.offsets.append((self.info.bytes, size, *ident))
         self.info.bytes += got
         self.info.clips += 1
         return got
@@ -404,10 +410,11 @@ class ShardWriter:
         """Whether :meth:`add_view` is available: samples written straight from the caller's memory."""
         return self._sink is not None and self._sink.takes_views
 
-    def add_view(self, view: memoryview, sizes: list[int], done: Callable[[], None]) -> None:
+    def add_view(self, view: memoryview, sizes: list[int], done: Callable[[], None],
+                 idents: Optional[list[tuple[int, ...]]] = None) -> None:
         """Append consecutive samples of ``sizes`` bytes from ``view`` without copying them (see
         :attr:`takes_views`): ``view`` must stay unchanged until ``done()`` is called, from the
-        writing thread (on every path, failures included)."""
+        writing thread (on every path, failures included). ``idents``: see :meth:`add_from`."""
         if self._sink is None:
             done()
             raise RuntimeError(f"shard {self.info.name} is already closed")
@@ -415,8 +422,8 @@ class ShardWriter:
             done()
             raise ValueError(f"samples are whole {SECTOR}-byte tar blocks filling the view; got {sizes} for {len(view)} bytes")
         self._sink.write_view(view, done)
-        for n in sizes:
-            self.info.offsets.append((self.info.bytes, n))
+        for n, ident in zip(sizes, idents or [()] * len(sizes)):
+            self.info.offsets.append((self.info.bytes, n, *ident))
             self.info.bytes += n
             self.info.clips += 1
 

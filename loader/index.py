@@ -22,22 +22,26 @@ from clipshards.convert.schema import (
     CODECS,
     INDEX_NAME,
     LAYOUT_CLIPS,
+    OFFSETS_COLUMNS,
     OFFSETS_NAME,
     ShardFormatError,
     check_index_version,
+    check_plain_name,
     entry_checksum,
 )
 from clipshards.convert.storage import Location, reach
 
-from .offsets import OFFSETS_PAGE, ClipOffsets
+from .offsets import LEGACY_COLUMNS, OFFSETS_PAGE, ClipOffsets, PageRules
 from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetIndex", "ShardEntry", "ClassesFromIndex", "OFFSETS_PAGE", "INDEX_CHUNK", "split_url", "missing_split"]
+__all__ = ["DatasetIndex", "ShardEntry", "ClassesFromIndex", "ClipLimits", "OFFSETS_PAGE", "INDEX_CHUNK",
+           "INDEX_HEAD_LIMIT", "split_url", "missing_split"]
 
 INDEX_CHUNK = 64 * 1024
 MAX_LISTED = 100  # sub-folders of a url looked into for the splits it holds
+INDEX_HEAD_LIMIT = 256 << 20  # index.json before its "videos": options, classes, shards (~150 bytes each)
 _VIDEOS_KEY = b',"videos":['
 
 
@@ -60,6 +64,63 @@ def split_url(url: str | os.PathLike, split: str) -> str:
     if not isinstance(split, str) or not split or "/" in split or split in (".", ".."):
         raise ValueError(f"split={split!r}: expected a split name such as 'train'")
     return posixpath.join(base.rstrip("/") or "/", split) if "://" in base else os.path.join(base, split)
+
+
+@dataclass(frozen=True)
+class ClipLimits:
+    """What every clip of a split must be, from the index head: its frame count, frames no
+    larger than the largest the converter wrote (refused before decoding), a label naming a class."""
+
+    classes: int
+    frames: Optional[int] = None  # frames_per_clip
+    max_frame: Optional[tuple[int, int]] = None  # (height, width); None: not known yet (version 1)
+
+    @classmethod
+    def from_head(cls, head: Mapping[str, Any], options: Mapping[str, Any], classes: int) -> "ClipLimits":
+        t = options.get("frames_per_clip")
+        size = head.get("max_frame")
+        if isinstance(size, Mapping):
+            frame: Optional[tuple[int, int]] = (int(size["height"]), int(size["width"]))
+        elif options.get("video_width") and options.get("video_height"):  # version 1, a fixed size
+            frame = (int(options["video_height"]), int(options["video_width"]))
+        else:
+            frame = None
+        return cls(classes, int(t) if isinstance(t, int) and t > 0 else None, frame)
+
+
+def _classes(value: Any, where: str) -> tuple[str, ...]:
+    """The index's class names: a list of strings, or the index is refused."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise ShardFormatError(f"{where}: 'classes' must be a list of class names (strings), "
+                               f"found {type(value).__name__}")
+    return tuple(value)
+
+
+def _check_shards(shards: tuple[ShardEntry, ...], num_clips: int, where: str) -> None:
+    """Shards tile the clips in order, each named by a plain file name of its own."""
+    first = 0
+    for s in shards:
+        check_plain_name(s.name, what="shard", where=where)
+        if s.first_clip != first or s.clips < 0 or s.bytes < 0:
+            raise ShardFormatError(f"{where}: shard entry {s} is inconsistent (expected first_clip {first})")
+        first += s.clips
+    if first != num_clips:
+        raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {num_clips}")
+    if len({s.name for s in shards}) != len(shards):
+        raise ShardFormatError(f"{where}: a shard file is listed twice")
+
+
+def _clip_offsets(transport: Transport, head: Mapping[str, Any], shards: tuple[ShardEntry, ...], num_clips: int,
+                  classes: int, where: str) -> ClipOffsets:
+    """The split's offsets table, its header and first page read and checked now."""
+    entry = dict(head.get("offsets") or {"name": OFFSETS_NAME})
+    name = check_plain_name(entry.get("name", OFFSETS_NAME), what="offsets", where=where)
+    columns = LEGACY_COLUMNS if head.get("version") == 1 else len(OFFSETS_COLUMNS)
+    rules = PageRules(np.array([s.first_clip for s in shards], dtype=np.int64),
+                      np.array([s.bytes for s in shards], dtype=np.int64), classes)
+    offsets = ClipOffsets(transport, name, num_clips, entry.get("bytes"), columns=columns, rules=rules)
+    offsets.open()
+    return offsets
 
 
 def missing_split(url: str | os.PathLike, split: str, storage_options: Optional[Mapping[str, Any]] = None) -> str:
@@ -110,7 +171,7 @@ class DatasetIndex:
         self.video_table: Optional[dict[str, Any]] = head.get("video_table")
         self.num_videos = int((head.get("counts") or {}).get("videos", 0) or 0)
         try:
-            self.classes: tuple[str, ...] = tuple(str(c) for c in head["classes"])
+            self.classes: tuple[str, ...] = _classes(head["classes"], where)
             self.options: dict[str, Any] = dict(head.get("options") or {})
             # UCF101/HMDB51: which annotation files the folds in the video records come from
             self.annotations: Optional[dict[str, Any]] = dict(head["annotations"]) if head.get("annotations") else None
@@ -119,23 +180,17 @@ class DatasetIndex:
                 ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), _checksum(s))
                 for s in head["shards"]
             )
-            offsets = dict(head.get("offsets") or {"name": OFFSETS_NAME})
+            self.limits = ClipLimits.from_head(head, self.options, len(self.classes))
         except (KeyError, TypeError, ValueError) as exc:
             raise ShardFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
         self.codec = str(self.options.get("codec", "raw"))
         if self.codec not in CODECS:
             raise ShardFormatError(f"{where}: unknown codec {self.codec!r} (known: {CODECS})")
-        first = 0
-        for s in self.shards:
-            if s.first_clip != first or s.clips < 0 or "/" in s.name or s.name in ("", ".", ".."):
-                raise ShardFormatError(f"{where}: shard entry {s} is inconsistent (expected first_clip {first})")
-            first += s.clips
-        if first != self.num_clips:
-            raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {self.num_clips}")
+        _check_shards(self.shards, self.num_clips, where)
         self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
         for s in self.shards:
             self.transport.known(s.name, size=s.bytes, version=s.checksum)
-        self.offsets = ClipOffsets(self.transport, str(offsets.get("name", OFFSETS_NAME)), self.num_clips, offsets.get("bytes"))
+        self.offsets = _clip_offsets(self.transport, head, self.shards, self.num_clips, len(self.classes), where)
         self._videos: Optional[list[dict[str, Any]]] = None
         logger.debug("opened %s: %d classes, %d clips in %d shards (%s)", where, len(self.classes),
                      self.num_clips, len(self.shards), self.codec)
@@ -174,16 +229,19 @@ class DatasetIndex:
                     head = json.loads(bytes(buf[:pos]) + b"}")
                     if isinstance(head, dict):
                         return head
-                except ValueError:
+                except (ValueError, RecursionError):
                     pass
                 return self._parse_whole(buf + self.transport.read(INDEX_NAME, len(buf)))
             if len(chunk) < INDEX_CHUNK:
                 return self._parse_whole(buf)
+            if len(buf) >= INDEX_HEAD_LIMIT:
+                raise ShardFormatError(f"{self.transport.url_of(INDEX_NAME)}: no \"videos\" key in its first "
+                                       f"{INDEX_HEAD_LIMIT >> 20} MiB: not a clipshards index")
 
     def _parse_whole(self, data: bytes | bytearray) -> dict[str, Any]:
         try:
             obj = json.loads(bytes(data))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ShardFormatError(f"{self.transport.url_of(INDEX_NAME)}: not valid JSON ({exc})") from exc
         if not isinstance(obj, dict):
             raise ShardFormatError(f"{self.transport.url_of(INDEX_NAME)}: not a clipshards index (a JSON {type(obj).__name__})")
@@ -206,18 +264,26 @@ class DatasetIndex:
         """Index of the shard holding each global clip."""
         return np.searchsorted(self.first_clips, clips, side="right") - 1
 
-    def locate(self, g: int) -> tuple[ShardEntry, int, int]:
-        """``(shard, offset, length)`` of global clip ``g``, checked against the shard's size."""
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """The offsets rows of clips ``start..stop-1`` (see :mod:`.offsets`: byte range, then,
+        from index version 2, key number, label and checksum), checked when their page was read."""
+        return self.offsets.rows(start, stop)
+
+    def locate(self, g: int) -> tuple[ShardEntry, np.ndarray]:
+        """``(shard, row)`` of global clip ``g``: its offsets row, whose byte range lies inside
+        the shard's size (checked with its page)."""
         if not 0 <= g < self.num_clips:
             raise IndexError(f"clip {g} is outside 0..{self.num_clips - 1}")
-        shard = self.shards[int(self.shard_of(g))]
-        off, length = (int(x) for x in self.byte_ranges(g, g + 1)[0])
-        if off < 0 or length <= 0 or off + length > shard.bytes:
-            raise ShardFormatError(
-                f"{self.offsets.url}: clip {g} has byte range [{off}, {off + length}) "
-                f"outside {shard.name} ({shard.bytes} bytes)"
-            )
-        return shard, off, length
+        return self.shards[int(self.shard_of(g))], self.rows(g, g + 1)[0]
+
+    def clip_limits(self) -> ClipLimits:
+        """:attr:`limits`, the largest frame taken from the video records where the index does not
+        say it (version 1 without a fixed size: index.json is then read whole, once)."""
+        if self.limits.max_frame is None and self.num_clips:
+            ok = [v for v in self.videos if v.get("status") == "ok"]
+            frame = (max(int(v.get("height", 0)) for v in ok), max(int(v.get("width", 0)) for v in ok)) if ok else (0, 0)
+            self.limits = ClipLimits(self.limits.classes, self.limits.frames, frame)
+        return self.limits
 
 
 class ClassesFromIndex:

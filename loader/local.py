@@ -1,19 +1,19 @@
-"""Local files of one folder: read straight into buffers, or mapped when a range is large.
+"""Local files of one folder, read straight into buffers.
 
-No retries or cache: the page cache is the cache. ``map_local`` (see
-:class:`~clipshards.loader.TransportOptions`) maps clips of 1 MiB or more privately instead of
-copying them, so a raw clip costs page-table entries, not a copy.
+No retries or cache: the page cache is the cache. Only regular files are opened (a FIFO or a
+device is refused before anything is read), and no read goes past the size a file had when it
+was opened. Nothing is mapped: a clip is copied into memory of its own, so the tensors made from
+it never change when its shard is rewritten, and a shard cut short gives a short read (an error
+naming the clip), never SIGBUS.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any, BinaryIO, Callable, Optional
 
-from clipshards.convert.storage import Location
+from clipshards.convert.storage import Location, open_regular
 
-from .buffers import MIN_POOLED
 from .options import TransportOptions
 from .ranges import RangeReader, TransportStats
 
@@ -41,12 +41,21 @@ class LocalFiles:
         except FileNotFoundError:
             raise self._missing(name) from None
 
-    def read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
-        """Bytes ``[start, end)`` into ``alloc(length)``, cut short where the file ends."""
+    def _open(self, name: str) -> BinaryIO:
+        """``name`` opened for reading when it is a regular file (a FIFO or a device is refused
+        before anything is read: see :func:`~clipshards.convert.storage.open_regular`)."""
         try:
-            with open(self.location.path(name), "rb", buffering=0) as fh:
-                if end is None:
-                    end = os.fstat(fh.fileno()).st_size
+            return open_regular(self.location.path(name), self.location.join_url(name))
+        except FileNotFoundError:
+            raise self._missing(name) from None
+
+    def read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
+        """Bytes ``[start, end)`` into ``alloc(length)``, cut short where the file ends (its size
+        when opened: a file that grows, or says 0 and never ends as in /proc, is read no further)."""
+        try:
+            with self._open(name) as fh:
+                size = os.fstat(fh.fileno()).st_size
+                end = size if end is None else min(end, size)
                 fh.seek(start)
                 length = max(0, end - start)
                 buf = alloc(length)
@@ -58,34 +67,9 @@ class LocalFiles:
         self.stats.add(name, len(buf))
         return buf
 
-    def map(self, name: str, start: int, end: Optional[int], fallback: Callable[[int], memoryview]) -> memoryview:
-        """Bytes ``[start, end)`` mapped privately and writable (copy-on-write); a range under
-        1 MiB (once the file's end is known) is read into ``fallback(length)`` instead."""
-        try:
-            fd = os.open(self.location.path(name), os.O_RDONLY)
-        except FileNotFoundError:
-            raise self._missing(name) from None
-        try:
-            size = os.fstat(fd).st_size
-            end = size if end is None else min(end, size)
-            if end - start < MIN_POOLED:
-                os.close(fd)
-                fd = -1
-                return self.read(name, start, end, fallback)
-            base = start - start % mmap.ALLOCATIONGRANULARITY
-            mapped = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        self.stats.add(name, end - start)
-        return memoryview(mapped)[start - base:]
-
     def open_range(self, name: str, start: int, end: Optional[int]) -> RangeReader:
         """A sequential reader over bytes ``[start, end)``: one open file, read forward."""
-        try:
-            fh: BinaryIO = open(self.location.path(name), "rb", buffering=0)
-        except FileNotFoundError:
-            raise self._missing(name) from None
+        fh = self._open(name)
         try:
             fh.seek(start)
         except BaseException:

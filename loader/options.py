@@ -9,6 +9,7 @@ Local files: whether large clips are mapped rather than copied. Sizes may be giv
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
@@ -51,7 +52,7 @@ def _from_text(name: str, raw: str) -> Any:
 
 @dataclass(frozen=True)
 class TransportOptions:
-    """How shards are read: remote files (retries, streaming, cache) and local ones (``map_local``).
+    """How shards are read: remote files (retries, streaming, cache).
 
     Each field can also come from the environment (``CLIPSHARDS_RETRIES``,
     ``CLIPSHARDS_CACHE_DIR``, ``CLIPSHARDS_CACHE_LIMIT=50GB`` ...), see :meth:`from_env`:
@@ -76,10 +77,10 @@ class TransportOptions:
     """Local folder for cached blocks of shards (None: no cache). Processes may share it."""
     cache_limit: int = 20 * 1024 * MiB
     """Bytes the cache may hold; least recently used blocks go first."""
-    map_local: bool = True
-    """Local shards: map clips of 1 MiB or more into memory (private, copy-on-write) instead of
-    copying them out of the page cache; a raw clip then costs page-table entries, not a copy.
-    Shards must not be truncated in place while mapped (the converter never does)."""
+    map_local: bool = False
+    """Ignored, kept so that code passing it still runs: local clips used to be mapped into
+    memory; they are copied now (a mapped clip changed under the tensors made from it when its
+    shard was rewritten, and a shard truncated while mapped killed the process with SIGBUS)."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -103,6 +104,9 @@ class TransportOptions:
             bad("block_size", "must be at least 64 KiB")
         if not isinstance(self.map_local, bool):
             bad("map_local", "must be True or False")
+        if self.map_local:
+            warnings.warn("TransportOptions(map_local=True) is ignored: local clips are copied on read, so that "
+                          "tensors never change when a shard is rewritten", DeprecationWarning, stacklevel=3)
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
             if self.cache_limit < self.block_size:

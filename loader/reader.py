@@ -24,19 +24,24 @@ import torch
 
 from clipshards.convert.schema import (
     AUDIO_MEMBER,
+    CLIP_CHECKSUM,
     LABEL_MEMBER,
     META_MEMBER,
     VIDEO_MEMBER,
     JpegFrames,
     ShardFormatError,
+    clip_checksum,
     decode_npy,
     decode_sample,
+    key_of_number,
+    parse_label,
 )
 
-from .index import DatasetIndex
+from .index import ClipLimits, DatasetIndex, ShardEntry
+from .offsets import LEGACY_COLUMNS
 from .plan import Segment, iter_segments
 from .buffers import MIN_POOLED, pool
-from .transport import empty_buffer
+from .transport import RangeReader, empty_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ __all__ = ["ShardReadError", "SampleReader", "parse_sample", "OUTPUT_FORMATS", "
 
 OUTPUT_FORMATS = ("TCHW", "THWC")
 _FRAME_FIELD = re.compile(r"f\d{4,}\.jpg")
+_KEY = re.compile(r"[0-9]{8}_[0-9]{6}")  # schema.clip_key
 _NPY_DTYPES = {VIDEO_MEMBER: np.dtype(np.uint8), AUDIO_MEMBER: np.dtype(np.float32)}
 
 
@@ -91,12 +97,15 @@ class _BufferFile:
 
 @dataclass
 class RawSample:
-    """The schema members of one clip, as views into the buffer it was read into."""
+    """The schema members of one clip, as views into the buffer it was read into, and what
+    decoding them must give (``label``: from offsets.npy, None where it does not say)."""
 
     clip: int
     shard: str
     key: str
     fields: dict[str, memoryview]
+    label: Optional[int] = None
+    limits: Optional[ClipLimits] = None
 
 
 def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
@@ -202,7 +211,7 @@ def _culprit(fields: dict[str, memoryview]) -> Optional[str]:
             continue
         try:
             if name == LABEL_MEMBER:
-                int(bytes(fields[name]).decode("ascii"))
+                parse_label(fields[name])
             elif name == META_MEMBER:
                 json.loads(bytes(fields[name]).decode("utf-8"))
             else:
@@ -213,13 +222,67 @@ def _culprit(fields: dict[str, memoryview]) -> Optional[str]:
 
 
 def decode(raw: RawSample, *, defer_jpeg: bool = False) -> dict[str, Any]:
-    """Arrays of one clip (see :func:`clipshards.convert.schema.decode_sample`); errors name the member."""
+    """Arrays of one clip (see :func:`clipshards.convert.schema.decode_sample`), checked against
+    ``raw.limits`` (no JPEG frame larger than the index's largest is decoded) and ``raw.label``;
+    errors name the member."""
+    limits = raw.limits
     try:
-        return decode_sample(raw.fields, where=raw.key, alloc=_frames_array, defer_jpeg=defer_jpeg)
+        sample = decode_sample(raw.fields, where=raw.key, alloc=_frames_array, defer_jpeg=defer_jpeg,
+                               max_frame=limits.max_frame if limits is not None else None)
     except ShardFormatError as exc:
         field = _culprit(raw.fields)
         member = f"{raw.key}.{field}" if field else raw.key
         raise ShardReadError(raw.shard, raw.clip, member, str(exc)) from exc
+    problem = _disagreement(raw, sample)
+    if problem is not None:
+        raise ShardReadError(raw.shard, raw.clip, f"{raw.key}.{problem[0]}", problem[1])
+    return sample
+
+
+def _disagreement(raw: RawSample, sample: dict[str, Any]) -> Optional[tuple[str, str]]:
+    """``(field, why)`` when a decoded clip is not what the index says its clips are."""
+    label, limits = sample["label"], raw.limits
+    if raw.label is not None and label != raw.label:
+        return LABEL_MEMBER, f"label {label}, offsets.npy records {raw.label} for this clip"
+    if limits is not None:
+        if not 0 <= label < limits.classes:
+            return LABEL_MEMBER, f"label {label} is outside 0..{limits.classes - 1} (the index lists {limits.classes} classes)"
+        t, h, w, _ = sample["video"].shape
+        field = VIDEO_MEMBER if VIDEO_MEMBER in raw.fields else "fNNNN.jpg"
+        if limits.frames is not None and t != limits.frames:
+            return field, f"{t} frames, the index says {limits.frames} per clip"
+        if limits.max_frame is not None and (h > limits.max_frame[0] or w > limits.max_frame[1]):
+            return field, f"frames are {w}x{h}, larger than the index's largest {limits.max_frame[1]}x{limits.max_frame[0]}"
+    if raw.label is None:  # index version 1: the sample's metadata must at least name its own key
+        meta = sample["meta"]
+        if _KEY.fullmatch(raw.key) and (meta.get("video_index"), meta.get("clip_index")) != tuple(int(x) for x in raw.key.split("_")):
+            return META_MEMBER, f"metadata names video {meta.get('video_index')!r} clip {meta.get('clip_index')!r}, not its key"
+    return None
+
+
+def verify_read(raw: RawSample, buf: bytearray | memoryview, row: np.ndarray) -> RawSample:
+    """``raw`` (parsed from ``buf``, the bytes read for offsets row ``row``) when it is the clip
+    the converter wrote there: its key, then the checksum of its bytes; the row's label is kept
+    for :func:`decode` to check. Index version 1 rows say neither: the key's form is checked."""
+    if len(row) <= LEGACY_COLUMNS:
+        if not _KEY.fullmatch(raw.key):
+            raise ShardReadError(raw.shard, raw.clip, None, f"sample key {_shown(raw.key)} is not a clip key")
+        return raw
+    want = key_of_number(int(row[2]))
+    if raw.key != want:
+        raise ShardReadError(raw.shard, raw.clip, None,
+                             f"holds sample {_shown(raw.key)}, clip {raw.clip} is sample {want!r}: the shard was replaced "
+                             "(another shard, a copy, a wrong sync) or offsets.npy is another conversion's")
+    if clip_checksum(buf) != int(row[4]):
+        raise ShardReadError(raw.shard, raw.clip, None, f"its bytes differ from what the converter wrote ({CLIP_CHECKSUM} "
+                             "of the clip's byte range): the shard is damaged or was changed")
+    raw.label = int(row[3])
+    return raw
+
+
+def _shown(key: str) -> str:
+    """A key read from a shard, quoted only when it has a key's form (never a file's bytes)."""
+    return repr(key) if _KEY.fullmatch(key) else f"of {len(key)} characters"
 
 
 def _frames_array(shape: tuple[int, ...]) -> np.ndarray:
@@ -283,36 +346,61 @@ def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Ca
 
 
 class SampleReader:
-    """Reads the clips of one converted split through its index's transport."""
+    """Reads the clips of one converted split through its index's transport.
+
+    Every clip it returns passed :func:`verify_read` against its offsets row, and carries the
+    index's :class:`~clipshards.loader.index.ClipLimits` for :func:`decode`; every failure to
+    read one (bad offsets row, I/O error, a missing or special file, damage) is a
+    :class:`ShardReadError` naming the shard, the clip and the reason.
+    """
 
     def __init__(self, index: DatasetIndex) -> None:
         self.index = index
+        self._limits: Optional[ClipLimits] = None
+
+    @property
+    def limits(self) -> ClipLimits:
+        if self._limits is None:
+            self._limits = self.index.clip_limits()
+        return self._limits
+
+    def _located(self, g: int) -> tuple[ShardEntry, np.ndarray]:
+        try:
+            return self.index.locate(g)
+        except ShardFormatError as exc:
+            raise ShardReadError(self.index.offsets.url, g, None, str(exc)) from exc
+
+    def checked(self, buf: bytearray | memoryview, url: str, g: int, row: np.ndarray) -> RawSample:
+        """Clip ``g`` parsed from ``buf`` (what was read for offsets row ``row``) and verified."""
+        raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row)
+        raw.limits = self.limits
+        return raw
 
     def fetch(self, g: int) -> RawSample:
         """Clip ``g`` by one ranged read of its bytes."""
-        shard, off, length = self.index.locate(g)
+        shard, row = self._located(g)
         url = self.index.transport.url_of(shard.name)
+        off, length = int(row[0]), int(row[1])
         try:
-            buf = self.index.transport.map_buffer(shard.name, off, off + length)
-        except OSError as exc:
+            buf = self.index.transport.read_buffer(shard.name, off, off + length)
+        except (OSError, ValueError) as exc:
             raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
-        return parse_sample(buf, shard=url, clip=g, expected=length)
+        return self.checked(buf, url, g, row)
 
     def fetch_many(self, gs: Sequence[int]) -> list[RawSample]:
         """Clips ``gs`` by ranged reads issued together (concurrent on remote storage)."""
-        located = [self.index.locate(g) for g in gs]
         transport = self.index.transport
-        if transport.maps:
+        if transport.location.is_local:
             return [self.fetch(g) for g in gs]
-        bufs = transport.read_many([(s.name, off, off + n) for s, off, n in located], return_exceptions=True, buffers=True)
+        located = [self._located(g) for g in gs]
+        bufs = transport.read_many([(s.name, int(r[0]), int(r[0] + r[1])) for s, r in located],
+                                   return_exceptions=True, buffers=True)
         out = []
-        for g, (shard, off, length), buf in zip(gs, located, bufs):
+        for g, (shard, row), buf in zip(gs, located, bufs):
             url = transport.url_of(shard.name)
-            if isinstance(buf, OSError):
-                raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {buf}") from buf
-            if isinstance(buf, BaseException):
-                raise buf
-            out.append(parse_sample(buf, shard=url, clip=g, expected=length))
+            if isinstance(buf, Exception):
+                raise ShardReadError(url, g, None, f"read of bytes [{row[0]}, {row[0] + row[1]}) failed: {buf}") from buf
+            out.append(self.checked(buf, url, g, row))
         return out
 
     def stream(self, segs: Iterable[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
@@ -353,59 +441,61 @@ class SampleReader:
                         break
                     held[q] = got
             else:
-                try:
-                    item = self.fetch(int(clips[p]))
-                except ShardReadError as exc:
-                    item = exc
+                item = _or_error(self.fetch, int(clips[p]))
             yield item
 
     def _segment(self, seg: Segment) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         index = self.index
         shard = index.shards[seg.shard]
         url = index.transport.url_of(shard.name)
-        ranges = index.byte_ranges(seg.first, seg.first + seg.count)
-        start = int(ranges[0, 0])
-        end = int(ranges[-1, 0] + ranges[-1, 1])
+        try:
+            rows = index.rows(seg.first, seg.first + seg.count)
+        except ShardFormatError as exc:  # a page of offsets.npy that is refused: each of its clips says so
+            for j in range(seg.count):
+                yield seg.pos + j, ShardReadError(index.offsets.url, seg.first + j, None, str(exc))
+            return
         done = 0
-        if seg.count == 1 or (index.transport.maps and (end - start) // seg.count >= MIN_POOLED):
-            reader = None  # clip by clip: one ranged read, or mapped
-        else:
+        if seg.count > 1:
+            start, end = int(rows[0, 0]), int(rows[-1, 0] + rows[-1, 1])
             try:
                 reader = index.transport.open_range(shard.name, start, end, size=shard.bytes)
             except OSError as exc:
-                reader = None
                 logger.warning("%s: cannot open for reading (%s); reading clip by clip", url, exc)
-        if reader is not None:
-            with reader:
-                pos = start
-                for j in range(seg.count):
-                    off, length = int(ranges[j, 0]), int(ranges[j, 1])
-                    g = seg.first + j
-                    if off != pos:
-                        yield seg.pos + j, ShardReadError(url, g, None, f"offsets.npy puts it at byte {off}, the previous clip ends at {pos}")
+            else:
+                with reader:
+                    for j, item in _read_run(reader, rows, url, seg.first, self.checked):
+                        yield seg.pos + j, item
                         done = j + 1
-                        break
-                    buf = empty_buffer(length)
-                    try:
-                        got = reader.readinto(buf)
-                    except OSError as exc:
-                        yield seg.pos + j, ShardReadError(url, g, None, f"read failed at byte {pos}: {exc}")
-                        done = j + 1
-                        break
-                    pos += got
-                    if got < length:
-                        buf = buf[:got]
-                    try:
-                        item: RawSample | ShardReadError = parse_sample(buf, shard=url, clip=g, expected=length)
-                    except ShardReadError as exc:
-                        item = exc
-                    yield seg.pos + j, item
-                    done = j + 1
-                    if got < length:
-                        break
         for j in range(done, seg.count):
-            try:
-                item = self.fetch(seg.first + j)
-            except ShardReadError as exc:
-                item = exc
-            yield seg.pos + j, item
+            yield seg.pos + j, _or_error(self.fetch, seg.first + j)
+
+
+def _read_run(reader: RangeReader, rows: np.ndarray, url: str, first: int,
+              checked: Callable[[Any, str, int, np.ndarray], RawSample]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+    """``(j, sample or error)`` of consecutive clips ``first + j`` read from one sequential
+    ``reader``, each into its own buffer; ends after the first clip that could not be read whole."""
+    pos = int(rows[0, 0])
+    for j, row in enumerate(rows):
+        off, length = int(row[0]), int(row[1])
+        g = first + j
+        if off != pos:
+            yield j, ShardReadError(url, g, None, f"offsets.npy puts it at byte {off}, the previous clip ends at {pos}")
+            return
+        buf = empty_buffer(length)
+        try:
+            got = reader.readinto(buf)
+        except OSError as exc:
+            yield j, ShardReadError(url, g, None, f"read failed at byte {pos}: {exc}")
+            return
+        pos += got
+        yield j, _or_error(checked, buf[:got] if got < length else buf, url, g, row)
+        if got < length:
+            return
+
+
+def _or_error(read: Callable[..., RawSample], *args: Any) -> RawSample | ShardReadError:
+    """``read(*args)``, or the :class:`ShardReadError` it raised."""
+    try:
+        return read(*args)
+    except ShardReadError as exc:
+        return exc

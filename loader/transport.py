@@ -29,7 +29,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from clipshards.convert.storage import Location
 
-from .buffers import MIN_POOLED
 from .cache import BlockCache
 from .local import LocalFiles
 from .options import REMOTE_BLOCK_SIZE, TransportOptions
@@ -118,22 +117,15 @@ class Transport:
 
     @property
     def maps(self) -> bool:
-        """Whether :meth:`map_buffer` maps (local shards with ``map_local``) rather than reads."""
-        return isinstance(self._files, LocalFiles) and self.options.map_local
+        """Always False: clips are copied on read (see :meth:`map_buffer`)."""
+        return False
 
     def map_buffer(self, name: str, start: int = 0, end: Optional[int] = None) -> memoryview:
-        """:meth:`read_buffer`, except that a local range of 1 MiB or more is mapped, not copied.
-
-        The mapping is private and writable (copy-on-write: writing to a clip never changes
-        the shard) and lives as long as anything made from the returned view. Its pages are
-        mapped from the page cache on first touch, 16 at a time, by whichever threads copy the
-        clip (``MADV_POPULATE_READ`` up front, in one thread, measured 1.5x slower).
-        """
-        files = self._files
-        if not (isinstance(files, LocalFiles) and self.options.map_local) or (end is not None and end - start < MIN_POOLED):
-            return self.read_buffer(name, start, end)
-        check_range(self.url_of(name), start, end)
-        return files.map(name, start, end, empty_buffer)
+        """:meth:`read_buffer`. Local clips used to be mapped here (``map_local``); they are
+        copied now: a mapped clip's tensors changed when its shard file was rewritten, and a
+        shard truncated while mapped killed the process with SIGBUS. The copy costs less than
+        the checks every clip gets (measured in ``benchmarks``)."""
+        return self.read_buffer(name, start, end)
 
     def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         check_range(self.url_of(name), start, end)

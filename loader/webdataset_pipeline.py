@@ -23,13 +23,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 import webdataset as wds
-from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from clipshards.convert.schema import AUDIO_MEMBER, LABEL_MEMBER, META_MEMBER, VIDEO_MEMBER
+from clipshards.convert.schema import AUDIO_MEMBER, LABEL_MEMBER, META_MEMBER, VIDEO_MEMBER, ShardFormatError, key_of_number
 
 from .arguments import Transform, check_flag, check_output, int_option
 from .index import DatasetIndex, ShardEntry
+from .offsets import LEGACY_COLUMNS
 from .plan import AUTO, auto_shuffle_buffer
 from .reader import RawSample, ShardReadError, decode, schema_field, to_output
 from .options import TransportOptions
@@ -67,10 +67,9 @@ class _RangeStream(io.RawIOBase):
 
 
 def _open_shard(url: str, shard: ShardEntry, transport: Transport) -> Any:
-    """A local shard through webdataset's ``gopen``; a remote one as a sequential stream of
-    the project's transport (retries, read-ahead, cache, ``storage_options``)."""
-    if transport.location.is_local:
-        return gopen(url)
+    """A shard as a sequential stream of the project's transport: for a remote one, retries,
+    read-ahead, cache and ``storage_options``; for a local one, only a regular file is opened
+    (a FIFO or a device in its place is refused, never waited on) and read up to its size."""
     reader = transport.open_range(shard.name, 0, shard.bytes, size=shard.bytes)
     return io.BufferedReader(_RangeStream(reader), _STREAM_BUFFER)
 
@@ -156,16 +155,24 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _to_tuple(sample: dict[str, Any], *, output_format: str, transform: Optional[Transform],
-              frames: Optional[int]) -> tuple[Any, torch.Tensor, int]:
-    """One grouped sample as ``(video, audio, label)``; only schema members are read."""
+def _to_tuple(sample: dict[str, Any], *, index: DatasetIndex, output_format: str,
+              transform: Optional[Transform]) -> tuple[Any, torch.Tensor, int]:
+    """One grouped sample as ``(video, audio, label)``; only schema members are read. Its key
+    and label are checked against its offsets row, its frames against the index's limits (a
+    stream of members has no byte range to check a checksum on: that needs the datasets)."""
     url, key, clip = sample["__url__"], sample["__key__"], sample[_CLIP_FIELD]
     fields = {k: v for k, v in sample.items() if not k.startswith("__")}
-    arrays = decode(RawSample(clip, url, key, fields))
-    got = arrays["video"].shape[0]
-    if frames is not None and got != frames:
-        raise ShardReadError(url, clip, key, f"{got} frames, the index says {frames} per clip")
-    return to_output(arrays, output_format, transform)
+    try:
+        row = index.rows(clip, clip + 1)[0]
+    except ShardFormatError as exc:
+        raise ShardReadError(index.offsets.url, clip, None, str(exc)) from exc
+    raw = RawSample(clip, url, key, fields, limits=index.clip_limits())
+    if len(row) > LEGACY_COLUMNS:
+        if key != key_of_number(int(row[2])):
+            raise ShardReadError(url, clip, None, f"holds sample {key!r}, clip {clip} is sample "
+                                 f"{key_of_number(int(row[2]))!r}: the shard was replaced or offsets.npy is another conversion's")
+        raw.label = int(row[3])
+    return to_output(decode(raw), output_format, transform)
 
 
 def webdataset_pipeline(
@@ -185,9 +192,9 @@ def webdataset_pipeline(
 ) -> wds.FluidWrapper:
     """A ``webdataset`` pipeline yielding ``(video, audio, label)`` from the shards of ``url/split``.
 
-    ``url`` is the converter's OUT: a local path (shards opened by webdataset's ``gopen``) or an
-    fsspec URL (``s3://``, ``gs://``, ``https://``; shards streamed through the loader's
-    transport with ``storage_options`` and ``transport``). Without shuffle the clips come in
+    ``url`` is the converter's OUT: a local path or an fsspec URL (``s3://``, ``gs://``,
+    ``https://``, with ``storage_options`` and ``transport``); shards are streamed through the
+    loader's transport. Without shuffle the clips come in
     global clip order, the order of :class:`IndexedKinetics`. With shuffle, each worker's shards
     are permuted and its clips pass a buffer of ``shuffle_buffer`` clips (``"auto"``: about
     256 MiB of clips), both seeded by ``seed`` plus the pipeline's iteration count (a new
@@ -221,8 +228,7 @@ def webdataset_pipeline(
     if not urls:
         raise ValueError(f"{index.url}: the index lists no shard (0 clips), nothing to stream")
     shards = dict(zip(urls, index.shards))
-    frames = index.options.get("frames_per_clip")
-    frames = int(frames) if isinstance(frames, int) and frames > 0 else None
+    frames = index.limits.frames
     buffer = auto_shuffle_buffer(index.clip_bytes, None) if buffer_opt == AUTO else buffer_opt
 
     stages: list[Any] = [wds.SimpleShardList(urls)]
@@ -233,7 +239,7 @@ def webdataset_pipeline(
     stages.append(partial(group_by_keys, handler=handler))
     if shuffle and buffer > 0:
         stages.append(wds.detshuffle(buffer, initial=buffer, seed=seed))
-    stages.append(wds.map(partial(_to_tuple, output_format=output_format, transform=transform, frames=frames),
+    stages.append(wds.map(partial(_to_tuple, index=index, output_format=output_format, transform=transform),
                           handler=handler))
     pipeline = wds.FluidWrapper(stages[0])
     for stage in stages[1:]:

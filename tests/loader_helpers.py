@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, checksum_of, dumps_json, encode_npy, entry_checksum
+from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, checksum_of, clip_checksum, dumps_json, encode_npy, entry_checksum
 from clipshards.convert.synth import VideoSpec, make_dataset
 from clipshards.convert.writer import TAR_END, tar_member
 
@@ -89,7 +89,8 @@ def shard_members(path: Path) -> list[tuple[str, bytes]]:
 
 def rewrite_shard(split_dir: Path, shard_index: int, members: Sequence[tuple[str, bytes]]) -> None:
     """Replace one shard by ``members`` (grouped into samples by key, in order) and fix
-    offsets.npy and the index so that they describe the new bytes."""
+    offsets.npy (byte ranges and clip checksums) and the index so that they describe the new
+    bytes: a consistent dataset whose shard holds what the test put there."""
     index = read_index(split_dir)
     shard = index["shards"][shard_index]
     samples: list[list[tuple[str, bytes]]] = []
@@ -104,7 +105,9 @@ def rewrite_shard(split_dir: Path, shard_index: int, members: Sequence[tuple[str
     blob = bytearray()
     for j, sample in enumerate(samples):
         data = b"".join(tar_member(n, d) for n, d in sample)
-        offsets[shard["first_clip"] + j] = (len(blob), len(data))
+        offsets[shard["first_clip"] + j, :2] = (len(blob), len(data))
+        if offsets.shape[1] > 2:  # index version 2: the clip's checksum describes its new bytes too
+            offsets[shard["first_clip"] + j, 4] = clip_checksum(data)
         blob += data
     blob += TAR_END
     (split_dir / shard["name"]).write_bytes(bytes(blob))
@@ -113,6 +116,23 @@ def rewrite_shard(split_dir: Path, shard_index: int, members: Sequence[tuple[str
     shard[algo] = checksum_of(algo, bytes(blob))
     offsets_bytes = encode_npy(offsets)
     (split_dir / OFFSETS_NAME).write_bytes(offsets_bytes)
+    index["offsets"] = {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), algo: checksum_of(algo, offsets_bytes)}
+    write_index(split_dir, index)
+
+
+def refresh_checksums(split_dir: Path) -> None:
+    """Make offsets.npy's clip checksums (and the index's entry for offsets.npy) describe the
+    shards as they are now: a damaged dataset that is consistent, whose damage only decoding finds."""
+    index = read_index(split_dir)
+    offsets = np.load(io.BytesIO((split_dir / OFFSETS_NAME).read_bytes()), allow_pickle=False).copy()
+    for shard in index["shards"]:
+        data = (split_dir / shard["name"]).read_bytes()
+        for g in range(shard["first_clip"], shard["first_clip"] + shard["clips"]):
+            off, length = (int(x) for x in offsets[g, :2])
+            offsets[g, 4] = clip_checksum(data[off: off + length])
+    offsets_bytes = encode_npy(offsets)
+    (split_dir / OFFSETS_NAME).write_bytes(offsets_bytes)
+    algo = entry_checksum(index["offsets"])[0] or "sha256"
     index["offsets"] = {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), algo: checksum_of(algo, offsets_bytes)}
     write_index(split_dir, index)
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import av
 import numpy as np
+import xxhash
 
 from clipshards.convert.schema import decode_npy, decode_sample
 
@@ -250,13 +251,15 @@ class ShardClip:
 def read_shards(split_dir: str | os.PathLike) -> list[ShardClip]:
     """Every sample of a converted split, read with ``tarfile`` in index shard order.
 
-    Also checks that ``offsets.npy`` points at each sample's exact bytes and that the
+    Also checks that ``offsets.npy`` points at each sample's exact bytes (and, from index
+    version 2, records its key as digits, its label and the XXH3-64 of its bytes) and that the
     index's shard sizes, clip counts and first_clip agree with what the tars contain.
     """
     split_dir = Path(split_dir)
     index = json.loads((split_dir / "index.json").read_bytes())
     offsets = decode_npy((split_dir / "offsets.npy").read_bytes(), expect=np.dtype(np.int64))
-    assert offsets.shape == (index["counts"]["clips"], 2), offsets.shape
+    columns = 2 if index["version"] == 1 else 5  # (offset, length[, key digits, label, xxh3_64 as int64])
+    assert offsets.shape == (index["counts"]["clips"], columns), offsets.shape
     out: list[ShardClip] = []
     for shard in index["shards"]:
         data = (split_dir / shard["name"]).read_bytes()
@@ -273,11 +276,15 @@ def read_shards(split_dir: str | os.PathLike) -> list[ShardClip]:
         assert len(samples) == shard["clips"], (shard, len(samples))
         for key, members in samples:
             g = len(out)
-            off, length = (int(x) for x in offsets[g])
+            off, length = (int(x) for x in offsets[g, :2])
             with tarfile.open(fileobj=io.BytesIO(data[off : off + length]), mode="r:") as one:
                 names = one.getnames()
             assert [n.partition(".")[0] for n in names] == [key] * len(members), (g, names)
             s = decode_sample(dict(members), where=f"{shard['name']}:{key}")
+            if columns == 5:
+                digest = int(offsets[g, 4]) % (1 << 64)
+                assert (int(offsets[g, 2]), int(offsets[g, 3])) == (int(key.replace("_", "")), s["label"]), (g, key)
+                assert xxhash.xxh3_64_intdigest(data[off : off + length]) == digest, g
             out.append(ShardClip(key, shard["name"], s["label"], np.array(s["video"]), np.array(s["audio"]), s["meta"],
                                  [f for f, _ in members]))
     assert len(out) == index["counts"]["clips"]

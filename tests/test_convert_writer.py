@@ -133,9 +133,9 @@ def test_samples_written_straight_from_the_spool_equal_copied_ones(big_clips, tm
     calls = []
     real = packer.ShardWriter.add_view
 
-    def counting(self, view, sizes, done):
+    def counting(self, view, sizes, done, idents=None):
         calls.append(len(view))
-        return real(self, view, sizes, done)
+        return real(self, view, sizes, done, idents)
 
     monkeypatch.setattr(packer.ShardWriter, "add_view", counting)
     direct = tmp_path / "direct"

@@ -207,17 +207,19 @@ def test_readahead_stops_at_the_files_end_and_passes_errors_on():
     reader.close()
 
 
-def test_local_reads_maps_and_missing_files(tmp_path):
+def test_local_reads_copies_and_missing_files(tmp_path):
     big = np.random.default_rng(1).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
     (tmp_path / "a.bin").write_bytes(big)
     t = Transport(tmp_path)
     assert t.size("a.bin") == len(big) and t.read("a.bin", 10, 20) == big[10:20]
     assert bytes(t.read_buffer("a.bin", len(big) - 5)) == big[-5:]
-    assert t.maps and t.cache is None
-    view = t.map_buffer("a.bin", 4096 + 7, 4096 + 7 + (2 << 20))
+    assert not t.maps and t.cache is None
+    view = t.map_buffer("a.bin", 4096 + 7, 4096 + 7 + (2 << 20))  # a copy now, whatever its size
     assert bytes(view) == big[4103:4103 + (2 << 20)]
-    np.frombuffer(view, dtype=np.uint8)[:] = 0  # copy-on-write: the file is untouched
-    assert (tmp_path / "a.bin").read_bytes() == big
+    (tmp_path / "a.bin").write_bytes(bytes(len(big)))  # the file rewritten: what was read stays
+    assert bytes(view) == big[4103:4103 + (2 << 20)]
+    np.frombuffer(view, dtype=np.uint8)[:] = 0
+    (tmp_path / "a.bin").write_bytes(big)
     assert t.read_many([("a.bin", 0, 3), ("a.bin", 5, 9)]) == [big[:3], big[5:9]]
     with t.open_range("a.bin", 100, 130) as r:
         buf = bytearray(50)
@@ -227,7 +229,6 @@ def test_local_reads_maps_and_missing_files(tmp_path):
         t.read("nope.bin")
     with pytest.raises(ValueError, match=r"byte range \[5, 2\)"):
         t.read("a.bin", 5, 2)
-    assert not Transport(tmp_path, options=TransportOptions(map_local=False)).maps
     copy = pickle.loads(pickle.dumps(t))
     assert copy.read("a.bin", 0, 4) == big[:4] and copy.stats.requests["a.bin"] == 1, "a copy counts afresh"
 
@@ -242,7 +243,7 @@ def test_offsets_are_read_in_pages(tmp_path):
     rows = 2 * OFFSETS_PAGE + 10
     table = write_offsets(tmp_path, rows)
     t = Transport(tmp_path)
-    offsets = ClipOffsets(t, "offsets.npy", rows, expected_bytes=(tmp_path / "offsets.npy").stat().st_size)
+    offsets = ClipOffsets(t, "offsets.npy", rows, expected_bytes=(tmp_path / "offsets.npy").stat().st_size, columns=2)
     assert np.array_equal(offsets.byte_ranges(5, 9), table[5:9])
     assert t.stats.requests["offsets.npy"] == 2, "the header, then one page"
     across = offsets.byte_ranges(OFFSETS_PAGE - 3, rows)
@@ -256,10 +257,10 @@ def test_bad_offsets_files_are_named(tmp_path):
     write_offsets(tmp_path, 50)
     t = Transport(tmp_path)
     with pytest.raises(ShardFormatError, match=r"offsets.npy: expected int64 \[60, 2\]"):
-        ClipOffsets(t, "offsets.npy", 60).byte_ranges(0, 1)
+        ClipOffsets(t, "offsets.npy", 60, columns=2).byte_ranges(0, 1)
     with pytest.raises(ShardFormatError, match="123 bytes in the index"):
-        ClipOffsets(t, "offsets.npy", 50, expected_bytes=123).byte_ranges(0, 1)
+        ClipOffsets(t, "offsets.npy", 50, expected_bytes=123, columns=2).byte_ranges(0, 1)
     data = (tmp_path / "offsets.npy").read_bytes()
     (tmp_path / "offsets.npy").write_bytes(data[:-16])
     with pytest.raises(ShardFormatError, match=r"truncated \(rows 0..49 missing\)"):
-        ClipOffsets(t, "offsets.npy", 50).byte_ranges(0, 1)
+        ClipOffsets(t, "offsets.npy", 50, columns=2).byte_ranges(0, 1)

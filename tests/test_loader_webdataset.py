@@ -42,7 +42,7 @@ def truncated(converted, tmp_path):  # noqa: F811
     split = bad / "train"
     shard = read_index(split)["shards"][5]
     assert shard["first_clip"] == 15 and shard["clips"] == 3
-    off, length = np.load(split / "offsets.npy", allow_pickle=False)[16]
+    off, length = np.load(split / "offsets.npy", allow_pickle=False)[16][:2]
     data = (split / shard["name"]).read_bytes()
     (split / shard["name"]).write_bytes(data[: int(off + length // 2)])
     return bad, shard["name"], {16, 17}
@@ -173,9 +173,9 @@ def test_members_outside_the_schema_are_never_unpickled(converted, tmp_path):  #
 def test_index_of_another_version_is_refused(converted, tmp_path):  # noqa: F811
     bad = copy_out(converted[1], tmp_path / "version")
     index = read_index(bad / "train")
-    index["version"] = 2
+    index["version"] = 3
     write_index(bad / "train", index)
-    with pytest.raises(ShardFormatError, match="index format version 2"):
+    with pytest.raises(ShardFormatError, match="index format version 3"):
         webdataset_pipeline(bad)
 
 
