@@ -5,7 +5,7 @@ retries (:mod:`clipshards.loader.retry`). Failures that waiting cannot cure -- n
 access denied (HTTP 401/403), a bucket that does not exist -- are reported at once and never
 retried. An endpoint that cannot be connected to (connection refused, unknown host, connect
 timeout) may come back, so it is tried again, but only for ``connect_timeout`` seconds
-(:data:`~clipshards.convert.options.CONNECT_TIMEOUT`, 10 by default). The error message says
+(:data:`CONNECT_TIMEOUT`, 10 by default; ``CLIPSHARDS_CONNECT_TIMEOUT``). The error message says
 what went wrong, with the backend's own words, and the fix; no credential is ever part of it.
 """
 
