@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["BenchConfig", "SECTIONS", "quick_config"]
 
-SECTIONS = ("loader", "convert", "first_batch", "memory")
+SECTIONS = ("loader", "convert", "first_batch", "memory", "layouts")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

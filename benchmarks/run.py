@@ -2,7 +2,8 @@
 
 Sections (``--sections``): ``loader`` (throughput vs the torchvision-style baseline and the
 storage/JPEG limits), ``convert`` (vs decode-only, ``--workers`` 1 and 2), ``first_batch``
-(vs torchvision's scan), ``memory`` (loader per worker, converter on a short and a long video).
+(vs torchvision's scan), ``memory`` (loader per worker, converter on a short and a long video),
+``layouts`` (the videos layout against the clips layout: read rate, stored bytes, start-up).
 Results go to ``--out`` (default ``benchmarks/results/``): ``results.md``, ``results.png``,
 ``results.json``. ``--quick`` runs every section on a tiny dataset in well under a minute.
 """
@@ -20,7 +21,7 @@ from typing import Callable, Optional, Sequence
 if __package__ in (None, ""):  # ``python benchmarks/run.py``
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import bench_convert, bench_first_batch, bench_loader, bench_memory, data  # noqa: E402
+from benchmarks import bench_convert, bench_first_batch, bench_layouts, bench_loader, bench_memory, data  # noqa: E402
 from benchmarks.config import SECTIONS, BenchConfig, quick_config  # noqa: E402
 from benchmarks.report import Section, write_readme_section, write_results  # noqa: E402
 
@@ -33,6 +34,7 @@ RUNNERS: dict[str, Callable[[BenchConfig, str], Section]] = {
     "convert": bench_convert.run,
     "first_batch": bench_first_batch.run,
     "memory": bench_memory.run,
+    "layouts": bench_layouts.run,
 }
 
 

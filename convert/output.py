@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
 from typing import Any, Mapping, Optional
 
@@ -36,6 +37,7 @@ from .schema import (
     key_of_number,
     decode_npy,
     decode_sample,
+    frame_member,
     member_field,
     sample_fields,
 )
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Output", "split_location", "tar_members", "read_clip", "PREVIEW_FRAMES"]
 
 PREVIEW_FRAMES = 16
+VIDEO_FRAME = re.compile(r"f\d{6}\.jpg")
 
 
 class Output:
@@ -164,7 +167,10 @@ class Output:
                 raise ShardFormatError(f"{where}: sample key {next(iter(keys))!r}, offsets.npy expects {key_of_number(int(row[2]))!r}")
             if clip_checksum(data) != int(row[4]):
                 raise ShardFormatError(f"{where}: its bytes differ from what the converter wrote ({CLIP_CHECKSUM} in offsets.npy)")
-        sample = decode_sample(sample_fields(members), where=where)
+        fields = sample_fields(members)
+        if self.per_sample:  # a whole video's JPEG frames are f000000.jpg ...: the names decode_sample reads
+            fields = {frame_member(int(k[1:-4])) if VIDEO_FRAME.fullmatch(k) else k: v for k, v in fields.items()}
+        sample = decode_sample(fields, where=where)
         sample["key"] = keys.pop()
         video = self.video_of(g)
         if video is None:

@@ -10,12 +10,13 @@ frames and audio samples clip ``g`` of the global order is made of: the clip
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from clipshards.convert.clips import audio_sample_at, clip_counts, selected_counts, selected_indices
+from clipshards.convert.clips import clip_counts, selected_counts, selected_indices
 
 __all__ = ["ClipTable", "ClipSpan", "check_clip_arguments"]
 
@@ -35,13 +36,17 @@ def check_clip_arguments(frames_per_clip: object, step_between_clips: object, fr
 
 @dataclass(frozen=True)
 class ClipSpan:
-    """Clip ``clip`` of table row ``row``: its source frames (``frames``, in clip order, a frame
-    repeated where the frame rate is above the source's) and its audio samples ``[a, b)``
-    (``audio`` False: the clip gets empty ``[1, 0]`` audio, as the converter gives it)."""
+    """Clip ``clip`` of table row ``row`` (``fields``: that row as a tuple of Python scalars, in
+    :data:`~clipshards.convert.video_sample.TABLE_DTYPE`'s order): its source frames (``frames``,
+    in clip order, a frame repeated where the frame rate is above the source's; ``contiguous``:
+    consecutive, each once) and its audio samples ``[a, b)`` (``audio`` False: the clip gets
+    empty ``[1, 0]`` audio, as the converter gives it)."""
 
     row: int
     clip: int
+    fields: tuple
     frames: np.ndarray
+    contiguous: bool
     a: int
     b: int
     audio: bool
@@ -74,23 +79,31 @@ class ClipTable:
         return row, g - self.firsts[row]
 
     def span(self, g: int) -> ClipSpan:
-        """Frames and audio of global clip ``g``."""
-        row, clip = (int(x) for x in self.location(g))
-        r = self.table[row]
+        """Frames and audio of global clip ``g`` (Python scalars where numpy would cost more)."""
+        if not 0 <= g < self.num_clips:
+            raise IndexError(f"clip {g} is outside 0..{self.num_clips - 1}")
+        row = int(np.searchsorted(self.ends, g, side="right"))
+        clip = g - int(self.firsts[row])
+        fields = self.table[row].tolist()
+        r = dict(zip(self.table.dtype.names, fields))
         k = clip * self.step_between_clips + np.arange(self.frames_per_clip)
-        frames = selected_indices(k, float(r["fps"]), self.frame_rate)
-        rate, total = int(r["sample_rate"]), int(r["audio_samples"])
+        frames = selected_indices(k, r["fps"], self.frame_rate)
+        contiguous = int(frames[-1]) - int(frames[0]) == self.frames_per_clip - 1
+        rate, total = r["sample_rate"], r["audio_samples"]
         if not rate:
-            return ClipSpan(row, clip, frames, 0, 0, False)
-        ends = np.array([frames[0], frames[-1] + 1])
-        a, b = (int(x) for x in audio_sample_at(ends, float(r["fps"]), rate, float(r["t_first"]), total))
-        if r["audio_partial"]:
+            return ClipSpan(row, clip, fields, frames, contiguous, 0, 0, False)
+        first, end = int(frames[0]), int(frames[-1]) + 1
+        a, b = (_sample_at(f, r["fps"], rate, r["t_first"], total) for f in (first, end))
+        if r["audio_partial"] and _sample_at(end, r["fps"], rate, r["t_first"], _NO_CAP) > total:
             # decoding stopped after ``total`` samples: a clip whose window ends later got empty audio
-            end = int(audio_sample_at(ends[1:], float(r["fps"]), rate, float(r["t_first"]), _NO_CAP)[0])
-            if end > total:
-                return ClipSpan(row, clip, frames, 0, 0, False)
-        return ClipSpan(row, clip, frames, a, max(a, b), True)
+            return ClipSpan(row, clip, fields, frames, contiguous, 0, 0, False)
+        return ClipSpan(row, clip, fields, frames, contiguous, a, max(a, b), True)
 
+
+def _sample_at(frame: int, fps: float, rate: int, t_first: float, total: int) -> int:
+    """:func:`~clipshards.convert.clips.audio_sample_at` of one frame, in Python floats (the same
+    IEEE arithmetic as NumPy's float64, without an array per call)."""
+    return min(total, max(0, math.floor((frame / fps - t_first) * rate + 0.5)))
 
 SOURCE_RATE = "source"
 """``frame_rate=SOURCE_RATE``: every source frame (torchvision's ``frame_rate=None``), whatever the

@@ -21,7 +21,15 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from clipshards.convert.schema import JpegFrames, ShardFormatError, checksum_of, entry_checksum
-from clipshards.convert.video_sample import FRAMES_MEMBER, VIDEOS_TABLE_NAME, frame_table, read_table, video_frame_member, video_key
+from clipshards.convert.video_sample import (
+    FRAMES_MEMBER,
+    TABLE_DTYPE,
+    VIDEOS_TABLE_NAME,
+    frame_table,
+    read_table,
+    video_frame_member,
+    video_key,
+)
 
 from .index import DatasetIndex
 from .reader import ShardReadError, to_output
@@ -106,26 +114,25 @@ class VideoClipReader:
 
     def _requests(self, s: ClipSpan, g: int) -> list[Request]:
         """``[video range, audio range (if any)]`` of clip ``s``: shard name, start, end."""
-        r = self.table[s.row]
-        base, size = int(r["sample_offset"]), int(r["sample_bytes"])
+        r = dict(zip(TABLE_DTYPE.names, s.fields))
+        base, size = r["sample_offset"], r["sample_bytes"]
         lo, hi = int(s.frames[0]), int(s.frames[-1])
-        if hi >= int(r["num_frames"]):
-            raise self._error(g, s, None, f"frame {hi} is past the video's {int(r['num_frames'])} frames")
+        if hi >= r["num_frames"]:
+            raise self._error(g, s, None, f"frame {hi} is past the video's {r['num_frames']} frames")
         if self.jpeg:
             ft = self._frame_tables[s.row]
             start, end = int(ft[lo, 0]), int(ft[hi, 0] + ft[hi, 1])
         else:
-            frame_bytes = int(r["width"]) * int(r["height"]) * 3
-            start = int(r["video_at"]) + lo * frame_bytes
-            end = int(r["video_at"]) + (hi + 1) * frame_bytes
+            frame_bytes = r["width"] * r["height"] * 3
+            start, end = r["video_at"] + lo * frame_bytes, r["video_at"] + (hi + 1) * frame_bytes
         reqs = [(start, end)]
         if s.audio and s.b > s.a:
-            k = int(r["audio_channels"])
-            reqs.append((int(r["audio_at"]) + 4 * k * s.a, int(r["audio_at"]) + 4 * k * s.b))
+            k = r["audio_channels"]
+            reqs.append((r["audio_at"] + 4 * k * s.a, r["audio_at"] + 4 * k * s.b))
         for a, b in reqs:
             if not 0 <= a <= b <= size:
                 raise self._error(g, s, None, f"bytes [{a}, {b}) of the sample are outside its {size} bytes")
-        name = self._shard(s.row)
+        name = self.index.shards[r["shard"]].name
         return [(name, base + a, base + b) for a, b in reqs]
 
     def _load_frame_tables(self, spans: list[ClipSpan], gs: list[int]) -> None:
@@ -173,23 +180,21 @@ class VideoClipReader:
 
     # -- the clip ---------------------------------------------------------------------------
     def _assemble(self, s: ClipSpan, g: int, bufs: list[Any]) -> VideoClip:
-        r = self.table[s.row]
-        h, w = int(r["height"]), int(r["width"])
+        r = dict(zip(TABLE_DTYPE.names, s.fields))
+        h, w = r["height"], r["width"]
         if self.jpeg:
             video = self._jpeg_video(s, g, bufs[0], h, w)
         else:
-            lo = int(s.frames[0])
             span = np.frombuffer(bufs[0], dtype=np.uint8).reshape(-1, h, w, 3)
-            contiguous = bool(np.array_equal(s.frames, np.arange(lo, lo + len(s.frames))))
-            video = span if contiguous else span[s.frames - lo]
-        k = int(r["audio_channels"])
+            video = span if s.contiguous else span[s.frames - int(s.frames[0])]
+        k = r["audio_channels"]
         if not s.audio:
             audio = np.empty((1, 0), dtype=np.float32)
         elif s.b == s.a:
             audio = np.zeros((k, 0), dtype=np.float32)
         else:
             audio = np.ascontiguousarray(np.frombuffer(bufs[1], dtype="<f4").reshape(s.b - s.a, k).T, dtype=np.float32)
-        return VideoClip(video, audio, int(r["label"]), int(r["video_index"]), s.clip)
+        return VideoClip(video, audio, r["label"], r["video_index"], s.clip)
 
     def _jpeg_video(self, s: ClipSpan, g: int, buf: Any, h: int, w: int) -> np.ndarray:
         ft = self._frame_tables[s.row]
