@@ -140,7 +140,7 @@ def missing_split(url: str | os.PathLike, split: str, storage_options: Optional[
         return (f"{where} does not exist: {url} is itself a converted split (it holds {INDEX_NAME}); "
                 f"pass url={parent!r}, split={name!r}")
     if not names and not base.fs.exists(base.root):
-        return f"{url} does not exist: pass the folder or URL the converter wrote to (its OUT)"
+        return f"{where} does not exist: there is nothing at {url}; pass the folder or URL the converter wrote to (its OUT)"
     return (f"{where} does not exist, and {url} holds no clipshards output (no <split>/{INDEX_NAME} in it): "
             "pass the folder or URL the converter wrote to (its OUT), or convert first")
 

@@ -288,7 +288,8 @@ def test_a_wrong_split_or_path_says_what_is_there(tiny_converted, tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"is itself a converted split (it holds index.json); "
                                                           f"pass url={str(tiny_converted)!r}, split='train'")):
         IndexedKinetics(tiny_converted / "train")
-    with pytest.raises(FileNotFoundError, match="does not exist: pass the folder or URL the converter wrote to"):
+    with pytest.raises(FileNotFoundError, match="train/index.json does not exist: there is nothing at .*; pass the folder "
+                                                 "or URL the converter wrote to"):
         IndexedKinetics(tmp_path / "nothing")
     (tmp_path / "videos" / "train").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"holds no clipshards output \(no <split>/index.json in it\)"):
