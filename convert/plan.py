@@ -109,8 +109,9 @@ class Plan:
             f"each stored frame appears {self.reuse:.2f}x on average "
             f"({self.frames_stored} frames stored); "
             f"estimated output ~{human_bytes(self.bytes)} ({options.codec}, {self.layout} layout); "
-            f"stored size: clips layout ~{human_bytes(self.bytes_clips)} ({self._ratio(self.frames_stored):.1f}x the frames), "
-            f"videos layout ~{human_bytes(self.bytes_videos)} (1.0x); recommended: --layout {self.recommended}"
+            f"stored size: clips layout ~{human_bytes(self.bytes_clips)} ({self._ratio(self.frames_stored):.1f}x the source's "
+            f"frames), videos layout ~{human_bytes(self.bytes_videos)} (1.0x: each frame once, clips cut when loading); "
+            f"recommended: --layout {self.recommended}"
         )
 
 

@@ -207,3 +207,11 @@ def test_inspect_verify_preview(raw_out, jpeg_out, tmp_path):
         png = tmp_path / f"{out.parent.name}.png"
         preview_clip(out, index=2, out=png)
         assert png.stat().st_size > 1000
+
+
+def test_readers_of_the_clips_layout_refuse_it_by_name(raw_out):
+    from clipshards.convert.schema import ShardFormatError
+    from clipshards.loader import webdataset_pipeline
+
+    with pytest.raises(ShardFormatError, match="'videos' layout output.*IndexedKinetics"):
+        webdataset_pipeline(raw_out)
