@@ -70,11 +70,27 @@ def open_table(index: DatasetIndex) -> np.ndarray:
     if algo and checksum_of(algo, data) != digest:
         raise ShardFormatError(f"{url}: {algo} checksum differs from the index's")
     table = read_table(data, where=url)
-    sizes = np.array([s.bytes for s in index.shards], dtype=np.int64)
-    if table.size and (int(table["shard"].max()) >= len(sizes)
-                       or bool(np.any(table["sample_offset"] + table["sample_bytes"] > sizes[table["shard"]]))):
-        raise ShardFormatError(f"{url}: a video's byte range lies outside its shard")
+    if table.size:
+        _check_rows(index, table, url)
     return table
+
+
+def _check_rows(index: DatasetIndex, t: np.ndarray, url: str) -> None:
+    """Every row's sample inside its shard, its frames and audio inside its sample, its label a
+    class and its frame size no larger than the index's largest: refused at start-up, before a
+    read could go astray or a clip be allocated from a hostile size."""
+    sizes = np.array([s.bytes for s in index.shards], dtype=np.int64)
+    if int(t["shard"].max()) >= len(sizes) or bool(np.any(t["sample_offset"] + t["sample_bytes"] > sizes[t["shard"]])):
+        raise ShardFormatError(f"{url}: a video's byte range lies outside its shard")
+    if int(t["label"].min()) < 0 or int(t["label"].max()) >= len(index.classes):
+        raise ShardFormatError(f"{url}: a video's label names no class of the index")
+    frame = index.limits.max_frame
+    if frame is not None and (int(t["height"].max()) > frame[0] or int(t["width"].max()) > frame[1]):
+        raise ShardFormatError(f"{url}: a video's frames are larger than the index's largest ({frame[1]}x{frame[0]})")
+    per_frame = 16 if index.codec == "jpeg" else t["width"].astype(np.int64) * t["height"] * 3
+    if bool(np.any(t["video_at"] + per_frame * t["num_frames"].astype(np.int64) > t["sample_bytes"])
+            or np.any(t["audio_at"] + 4 * t["audio_channels"].astype(np.int64) * t["audio_samples"] > t["sample_bytes"])):
+        raise ShardFormatError(f"{url}: a video's frames or audio lie outside its sample")
 
 
 class VideoClipReader:

@@ -215,3 +215,33 @@ def test_readers_of_the_clips_layout_refuse_it_by_name(raw_out):
 
     with pytest.raises(ShardFormatError, match="'videos' layout output.*IndexedKinetics"):
         webdataset_pipeline(raw_out)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sample_bytes", 10**12, "outside its shard"),
+    ("audio_samples", 10**9, "outside its sample"),
+    ("label", 99, "names no class"),
+    ("height", 4000, "larger than the index's largest"),
+])
+def test_a_table_that_disagrees_with_the_index_is_refused(raw_out, tmp_path, field, value, message):
+    """A hostile or damaged videos.npy is refused when the dataset opens, before any clip is read."""
+    import shutil
+
+    from clipshards.convert.schema import ShardFormatError, checksum_of
+    from clipshards.convert.video_sample import table_bytes
+
+    bad = tmp_path / "bad"
+    shutil.copytree(raw_out, bad)
+    split = bad / "train"
+    table = np.load(split / VIDEOS_TABLE_NAME, allow_pickle=False)
+    table[field][1] = value
+    blob = table_bytes(dict(zip(TABLE_DTYPE.names, r)) for r in table.tolist())
+    (split / VIDEOS_TABLE_NAME).write_bytes(blob)
+    index = json.loads((split / "index.json").read_bytes())
+    index["video_table"].update(bytes=len(blob), xxh3_128=checksum_of("xxh3_128", blob))
+    (split / "index.json").write_text(json.dumps(index, sort_keys=True, separators=(",", ":")))
+    with pytest.raises(ShardFormatError, match=message):
+        IndexedKinetics(bad)
+    (split / VIDEOS_TABLE_NAME).write_bytes(blob[:-1] + b"x")  # the checksum no longer matches
+    with pytest.raises(ShardFormatError, match="checksum"):
+        IndexedKinetics(bad)
