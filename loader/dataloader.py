@@ -28,7 +28,10 @@ class ClipLoader(DataLoader):
     the dataset's position is known in the main process. After a restart from a saved
     state, the workers' roles are rotated so the next batch comes from the worker that
     would have made it: the resumed run yields exactly the batches the uninterrupted one
-    would have (same world size and ``num_workers``). ``collate_fn`` defaults to
+    would have (same world size and ``num_workers``). Resumed at another world size or
+    ``num_workers``, the rest of the epoch yields every clip not yet yielded once across the
+    ranks, equal batch counts per rank (see :mod:`.progress`); ``len()`` stays a whole
+    epoch's. ``collate_fn`` defaults to
     :func:`collate_clips` (with ``batch_size=None`` samples come unbatched, as they are).
 
     With workers and the default ``collate_fn``, each worker builds its batches in a few
@@ -55,7 +58,8 @@ class ClipLoader(DataLoader):
                 yield from super().__iter__()
             return
         slots = self._slots_for_workers()
-        schedule = dataset.progress.schedule(len(dataset), self.num_workers, self.batch_size, self.drop_last)
+        start = dataset.start_position(self.num_workers)
+        schedule = dataset.progress.schedule(start, dataset.leg_length(start), self.batch_size, self.drop_last)
         with self._deferred_jpeg():
             batches = super().__iter__()
         for batch in batches:

@@ -19,12 +19,20 @@ any position.
    one; worker ``w`` has the same length on every rank, so every rank yields the same batches.
 5. Within a part, a shuffle buffer of ``shuffle_buffer`` clips permutes the read order as a
    reservoir does (:func:`buffer_order`), seeded by ``rng(seed, epoch, rank, worker)``.
+
+An epoch resumed at another world size or worker count is run in *legs* (:meth:`EpochPlan.after`):
+leg 0 is the plan above; each later leg deals out the positions of the epoch sequence that no
+earlier leg yielded (recomputed from the earlier legs' per-worker counts, never stored), in
+sequence order, cut as in steps 3-5 for its own world size and worker count, its buffers
+seeded by ``rng(seed, epoch, rank, worker, leg)``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -41,6 +49,7 @@ __all__ = [
     "segments",
     "iter_segments",
     "worker_rng",
+    "Leg",
     "batches_of",
     "auto_block_size",
     "auto_shuffle_buffer",
@@ -55,6 +64,16 @@ BUFFER_BYTES = 256 * 1024 * 1024
 MAX_AUTO_BUFFER = 1000
 _BLOCK_STREAM = 0
 _BUFFER_STREAM = 1
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One stretch of an epoch run at one world size and worker count: what each logical
+    worker (the same on every rank) had yielded when it ended."""
+
+    world_size: int
+    num_workers: int
+    consumed: tuple[int, ...]
 
 
 def rank_length(num_clips: int, world_size: int, remainder: str) -> int:
@@ -186,7 +205,14 @@ class EpochPlan:
         self.block_starts = starts
         self.block_lengths = lengths
         self._block_ends = np.cumsum(lengths)
+        self.leg = 0
+        self.remaining: Optional[np.ndarray] = None  # positions a later leg deals out (None: all)
         self.per_rank = rank_length(self.num_clips, world_size, remainder)
+
+    @property
+    def length(self) -> int:
+        """Items this leg deals out to the ranks (every clip of the epoch for leg 0)."""
+        return self.num_clips if self.remaining is None else int(self.remaining.size)
 
     def sequence(self, a: int, b: int) -> np.ndarray:
         """Global clips at positions ``a .. b-1`` of the epoch sequence (positions past the
@@ -194,15 +220,57 @@ class EpochPlan:
         n = self.num_clips
         if b <= a or n == 0:
             return np.zeros(0, dtype=np.int64)
-        pos = np.arange(a, b, dtype=np.int64) % n
+        return self.clips_at(np.arange(a, b, dtype=np.int64) % n)
+
+    def clips_at(self, pos: np.ndarray) -> np.ndarray:
+        """Global clips at positions ``pos`` (each ``< num_clips``) of the epoch sequence."""
         blk = np.searchsorted(self._block_ends, pos, side="right")
         return self.block_starts[blk] + (pos - (self._block_ends[blk] - self.block_lengths[blk]))
 
-    def part(self, rank: int, num_workers: int, worker: int) -> np.ndarray:
-        """Global clips of one worker of one rank, in read order (before the buffer shuffle)."""
+    def part_positions(self, rank: int, num_workers: int, worker: int) -> np.ndarray:
+        """Positions in the epoch sequence of one worker's part of this leg, in read order."""
         a, b = part_bounds(self.per_rank, num_workers, worker)
         base = rank * self.per_rank
-        return self.sequence(base + a, base + b)
+        m = self.length
+        if b <= a or m == 0:
+            return np.zeros(0, dtype=np.int64)
+        idx = np.arange(base + a, base + b, dtype=np.int64) % m
+        return idx if self.remaining is None else self.remaining[idx]
+
+    def part(self, rank: int, num_workers: int, worker: int) -> np.ndarray:
+        """Global clips of one worker of one rank, in read order (before the buffer shuffle)."""
+        if self.remaining is None:
+            a, b = part_bounds(self.per_rank, num_workers, worker)
+            base = rank * self.per_rank
+            return self.sequence(base + a, base + b)
+        return self.clips_at(self.part_positions(rank, num_workers, worker))
+
+    def padded_from(self, rank: int, num_workers: int, worker: int) -> int:
+        """Read positions of a worker's part from this one on are ``"pad"`` repeats."""
+        return self.length - (rank * self.per_rank + part_bounds(self.per_rank, num_workers, worker)[0])
+
+    def after(self, legs: Sequence[Leg]) -> "EpochPlan":
+        """The plan of the leg that follows ``legs`` (the earlier legs of this epoch, in order),
+        at this plan's world size: the positions no earlier leg yielded, in sequence order.
+        O(clips) NumPy work; nothing but the legs' counts is needed."""
+        taken = np.zeros(self.num_clips, dtype=bool)
+        remaining: Optional[np.ndarray] = None
+        for number, leg in enumerate(legs):
+            plan = self._leg(leg.world_size, remaining, number)
+            for rank in range(leg.world_size):
+                for w in range(leg.num_workers):
+                    pos = plan.part_positions(rank, leg.num_workers, w)
+                    order = islice(iter_buffer_order(pos.size, self.buffer, worker_rng(
+                        self.seed, self.epoch, rank, w, number)), min(pos.size, leg.consumed[w]))
+                    taken[pos[np.fromiter(order, dtype=np.int64)]] = True
+            remaining = np.flatnonzero(~taken)
+        return self._leg(self.world_size, remaining, len(legs))
+
+    def _leg(self, world_size: int, remaining: Optional[np.ndarray], number: int) -> "EpochPlan":
+        plan = copy.copy(self)
+        plan.world_size, plan.remaining, plan.leg = world_size, remaining, number
+        plan.per_rank = rank_length(plan.length, world_size, self.remainder)
+        return plan
 
     def part_length(self, num_workers: int, worker: int) -> int:
         a, b = part_bounds(self.per_rank, num_workers, worker)
@@ -212,7 +280,8 @@ class EpochPlan:
         """A worker's clips in read order, and the lazy order in which its shuffle buffer
         yields them (read positions, see :func:`iter_buffer_order`)."""
         clips = self.part(rank, num_workers, worker)
-        return clips, iter_buffer_order(len(clips), self.buffer, worker_rng(self.seed, self.epoch, rank, worker))
+        return clips, iter_buffer_order(len(clips), self.buffer,
+                                        worker_rng(self.seed, self.epoch, rank, worker, self.leg))
 
     def yield_orders(self, rank: int, num_workers: int) -> list[np.ndarray]:
         """Global clips each worker of ``rank`` yields, in the order it yields them."""
@@ -254,8 +323,10 @@ def runs_in_shards(firsts: np.ndarray, counts: np.ndarray, shard_firsts: np.ndar
     return starts, after_end - starts
 
 
-def worker_rng(seed: int, epoch: int, rank: int, worker: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, _BUFFER_STREAM, rank, worker])
+def worker_rng(seed: int, epoch: int, rank: int, worker: int, leg: int = 0) -> np.random.Generator:
+    """A worker's buffer stream; leg 0 (a fresh epoch) keeps the key it always had."""
+    key = [seed, epoch, _BUFFER_STREAM, rank, worker] + ([leg] if leg else [])
+    return np.random.default_rng(key)
 
 
 def batches_of(samples: int, batch_size: Optional[int], drop_last: bool) -> int:

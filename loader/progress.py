@@ -7,6 +7,14 @@ valid for; a restart skips, per worker, what was consumed and rotates the worker
 the next batch comes from the worker that would have made it. Pure bookkeeping: no shard is
 read here, so every rule can be tested without media.
 
+Elastic resume: a state restarted at another world size or worker count starts a new *leg*
+of its epoch (:class:`~clipshards.loader.plan.Leg`): the state it was saved in becomes an
+earlier leg, and the dataset deals out what no earlier leg yielded (:meth:`EpochPlan.after
+<clipshards.loader.plan.EpochPlan.after>`). Under DDP every rank makes the same batches in
+lockstep (equal part lengths per worker on every rank, the same round-robin), so the counts
+per logical worker are the same on every rank: rank 0's state describes all of them. A state
+holds one entry per leg (bounded by the number of resumes in the epoch), never clip lists.
+
 :class:`ResumableDataset` is what :class:`~clipshards.loader.ClipLoader` drives: an iterable
 dataset that keeps an :class:`EpochProgress`.
 """
@@ -22,13 +30,17 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .arguments import int_option
-from .plan import batches_of, part_bounds
+from .plan import Leg, batches_of, part_bounds
 
 __all__ = ["Position", "EpochProgress", "ResumableDataset", "part_lengths", "batches_per_epoch",
            "STATE_FORMAT", "STATE_VERSION", "SKIP_SLOTS"]
 
 STATE_FORMAT = "clipshards.loader.StreamingKinetics"
-STATE_VERSION = 1
+STATE_VERSION = 2
+READABLE_STATE_VERSIONS = (1, 2)
+"""Version 2 adds the leg's ``world_size`` as a position (not a setting) and ``legs``; 1 still loads."""
+ELASTIC = ("world_size",)
+"""Settings of a state that may differ when it is loaded: the resume then starts a new leg."""
 SKIP_SLOTS = 64
 """Skip counters shared with the DataLoader workers (worker ``i`` counts in slot ``i % SKIP_SLOTS``)."""
 T = TypeVar("T")
@@ -43,6 +55,8 @@ class Position:
     num_workers: Optional[int] = None
     consumed: list[int] = field(default_factory=list)
     rotation: int = 0
+    world_size: Optional[int] = None
+    legs: list[Leg] = field(default_factory=list)
 
 
 def part_lengths(length: int, num_workers: int) -> list[int]:
@@ -92,8 +106,11 @@ class EpochProgress:
     def state_dict(self, identity: Mapping[str, Any]) -> dict[str, Any]:
         """The current position, and ``identity``: the settings it is valid for."""
         pos = self.position
+        world = pos.world_size if pos.world_size is not None else identity.get("world_size", 1)
         return {"format": STATE_FORMAT, "version": STATE_VERSION, "epoch": pos.epoch, "num_workers": pos.num_workers,
-                "consumed": list(pos.consumed), "rotation": pos.rotation, **identity}
+                "consumed": list(pos.consumed), "rotation": pos.rotation, **identity, "world_size": world,
+                "legs": [{"world_size": g.world_size, "num_workers": g.num_workers, "consumed": list(g.consumed)}
+                         for g in pos.legs]}
 
     def load_state_dict(self, state: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
         """Resume from ``state`` at the next iteration; ``ValueError`` if it is not a state, is
@@ -101,10 +118,11 @@ class EpochProgress:
         fmt = state.get("format") if isinstance(state, Mapping) else type(state).__name__
         if fmt != STATE_FORMAT:
             raise ValueError(f"not a StreamingKinetics state (format={fmt!r}, expected {STATE_FORMAT!r})")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"StreamingKinetics state version {state.get('version')!r} is not {STATE_VERSION}")
+        if state.get("version") not in READABLE_STATE_VERSIONS:
+            raise ValueError(f"StreamingKinetics state version {state.get('version')!r} is not one of "
+                             f"{READABLE_STATE_VERSIONS}")
         for key, mine in identity.items():
-            if state.get(key) != mine:
+            if key not in ELASTIC and state.get(key) != mine:
                 raise ValueError(f"state was saved with {key}={state.get(key)!r}, this dataset has {key}={mine!r}")
         W = state.get("num_workers")
         consumed = [int(c) for c in state.get("consumed", [])]
@@ -112,21 +130,24 @@ class EpochProgress:
         if W is not None and (not isinstance(W, int) or W < 1 or len(consumed) != W or not 0 <= rotation < W):
             raise ValueError(f"malformed state: num_workers={W!r}, consumed={consumed!r}, rotation={rotation!r}")
         epoch = int_option("epoch", state.get("epoch"), 0)
+        world = _positive("world_size", state.get("world_size", identity.get("world_size", 1)))
+        legs = _legs(state.get("legs", []))
         self._shared[0] = epoch
-        self._resume = Position(epoch, W, consumed, rotation) if W is not None else None
-        self.position = Position(epoch, W, list(consumed), rotation) if W is not None else Position(epoch)
+        self._resume = Position(epoch, W, consumed, rotation, world, legs) if W is not None else None
+        self.position = copy.deepcopy(self._resume) if W is not None else Position(epoch)
 
-    def start(self, epoch: int, num_workers: int) -> Position:
-        """The position an iteration of ``epoch`` with ``num_workers`` workers starts from."""
+    def start(self, epoch: int, num_workers: int, world_size: int = 1) -> Position:
+        """The position an iteration of ``epoch`` with ``num_workers`` workers (0 counts as 1)
+        on ``world_size`` ranks starts from: the saved one when both match it (the exact
+        continuation), else a new leg after it (a saved leg that yielded nothing is left out)."""
         res = self._resume if self._resume is not None and self._resume.epoch == epoch else None
         if res is None:
-            return Position(epoch, num_workers, [0] * num_workers, 0)
-        if res.num_workers != num_workers:
-            raise ValueError(
-                f"the state was saved with num_workers={res.num_workers}; resume with the same number "
-                f"of DataLoader workers (got {num_workers}, 0 counts as 1)"
-            )
-        return copy.deepcopy(res)
+            return Position(epoch, num_workers, [0] * num_workers, 0, world_size)
+        if (res.num_workers, res.world_size) == (num_workers, world_size):
+            return copy.deepcopy(res)
+        assert res.num_workers is not None and res.world_size is not None  # a resume point has both
+        done = [Leg(res.world_size, res.num_workers, tuple(res.consumed))] if any(res.consumed) else []
+        return Position(epoch, num_workers, [0] * num_workers, 0, world_size, list(res.legs) + done)
 
     def track(self, start: Position, samples: Iterable[T]) -> Iterator[T]:
         """``samples``, an iteration in this process (no DataLoader workers) from ``start``,
@@ -142,11 +163,11 @@ class EpochProgress:
         """The epoch was iterated to its end: a later iteration starts it afresh."""
         self._resume = None
 
-    def schedule(self, length: int, num_workers: int, batch_size: Optional[int], drop_last: bool) -> Iterator[None]:
-        """Account the batches a DataLoader with ``num_workers`` workers yields from a rank's
-        ``length`` samples, one step per batch, in its order: round-robin over workers (in
-        order), skipping workers that have run out."""
-        pos = self.start(self.epoch, num_workers)
+    def schedule(self, pos: Position, length: int, batch_size: Optional[int], drop_last: bool) -> Iterator[None]:
+        """Account the batches a DataLoader with ``pos.num_workers`` workers yields from a
+        rank's ``length`` samples (of the leg ``pos`` is in, from :meth:`start`), one step per
+        batch, in its order: round-robin over workers (in order), skipping workers that have run out."""
+        num_workers = pos.num_workers or 1
         self.position = pos
         length_of = part_lengths(length, num_workers)
         rot = pos.rotation
@@ -180,8 +201,25 @@ class ResumableDataset(IterableDataset):
         raise NotImplementedError
 
     def state_identity(self) -> dict[str, Any]:
-        """The settings a saved position is only valid with (a state saved with others is refused)."""
+        """The settings a saved position is only valid with (a state saved with others is
+        refused, except ``world_size``: see :data:`ELASTIC`)."""
         raise NotImplementedError
+
+    def world_size(self) -> int:
+        """Ranks this dataset is split over (1 unless a subclass is distributed)."""
+        return 1
+
+    def start_position(self, num_workers: int) -> Position:
+        """Where an iteration of the current epoch with ``num_workers`` workers starts."""
+        return self.progress.start(self.epoch, max(1, num_workers), self.world_size())
+
+    def leg_length(self, start: Position) -> int:
+        """Samples this rank yields in the leg ``start`` is in (``len(self)`` in a fresh epoch;
+        a dataset that resumes at another world size or worker count says what a later leg holds)."""
+        if start.legs:
+            raise ValueError(f"{type(self).__name__} resumes only with the world size and worker count it saved "
+                             f"(saved {start.legs[-1].world_size} ranks x {start.legs[-1].num_workers} workers)")
+        return len(self)
 
     def decoding_in_collate(self, on: bool) -> ContextManager[None]:
         """While in effect, samples may reach a collate that can finish decoding them (no-op here)."""
@@ -217,3 +255,26 @@ class ResumableDataset(IterableDataset):
     def batches_per_epoch(self, num_workers: int, batch_size: Optional[int], drop_last: bool = False) -> int:
         """Batches a DataLoader over this dataset yields on this rank in a full epoch."""
         return batches_per_epoch(len(self), num_workers, batch_size, drop_last)
+
+
+def _positive(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"malformed state: {name}={value!r} (an int >= 1)")
+    return value
+
+
+def _legs(raw: Any) -> list[Leg]:
+    """The earlier legs of a state's epoch, each checked."""
+    if not isinstance(raw, list):
+        raise ValueError(f"malformed state: legs={raw!r} (a list)")
+    legs = []
+    for g in raw:
+        if not isinstance(g, Mapping):
+            raise ValueError(f"malformed state: leg {g!r} (a mapping)")
+        world, workers = _positive("world_size", g.get("world_size")), _positive("num_workers", g.get("num_workers"))
+        consumed = g.get("consumed")
+        if (not isinstance(consumed, list) or len(consumed) != workers
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in consumed)):
+            raise ValueError(f"malformed state: leg consumed={consumed!r} for num_workers={workers}")
+        legs.append(Leg(world, workers, tuple(consumed)))
+    return legs

@@ -22,7 +22,7 @@ from clipshards.convert.schema import LAYOUT_VIDEOS
 
 from .arguments import check_choice, int_option
 from .index import DatasetIndex
-from .plan import EpochPlan, part_bounds
+from .plan import EpochPlan
 from .reader import ShardReadError
 from .video_clips import ClipTable, resolve_clip_settings
 from .video_reader import VideoClip, VideoClipReader, open_table
@@ -109,22 +109,23 @@ class VideoEpochs:
         return items
 
     def outputs(self, plan: EpochPlan, rank: int, num_workers: int, worker: int, skip: int,
-                make: Callable[[VideoClip, bool], Any]) -> tuple[int, Iterator[Any]]:
+                make: Callable[[VideoClip, bool], Any], *, defer_jpeg: bool = False) -> tuple[int, Iterator[Any]]:
         """``(count, outputs)`` of one worker of one rank: its clips in order, the first ``skip``
         left out, each ``make(clip, padded)`` (``padded``: a repeat that only evens out the ranks)
-        or the :class:`ShardReadError` that made it unreadable."""
+        or the :class:`ShardReadError` that made it unreadable (``defer_jpeg``: see
+        :meth:`VideoClipReader.fetch_many`)."""
         positions, order = plan.worker_order(rank, num_workers, worker)
         clips = self.items(plan.epoch)[positions]
-        padded_from = self.num_items - (rank * plan.per_rank + part_bounds(plan.per_rank, num_workers, worker)[0])
-        return len(clips), self._read(clips, order, skip, padded_from, make)
+        padded_from = plan.padded_from(rank, num_workers, worker)
+        return len(clips), self._read(clips, order, skip, padded_from, make, defer_jpeg)
 
     def _read(self, clips: np.ndarray, order: Iterator[int], skip: int, padded_from: int,
-              make: Callable[[VideoClip, bool], Any]) -> Iterator[Any]:
+              make: Callable[[VideoClip, bool], Any], defer_jpeg: bool) -> Iterator[Any]:
         for t, p in enumerate(order):
             if t < skip:
                 continue
             try:
-                yield make(self.reader.fetch(int(clips[p])), p >= padded_from)
+                yield make(self.reader.fetch(int(clips[p]), defer_jpeg=defer_jpeg), p >= padded_from)
             except ShardReadError as exc:
                 yield exc
 

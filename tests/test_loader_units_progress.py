@@ -18,7 +18,7 @@ from torch.utils.data import get_worker_info
 from clipshards.loader import ClipLoader, EpochPlan, EpochProgress, ShardReadError
 from clipshards.loader.arguments import check_choice, check_errors, check_flag, check_rank, int_option, resolve_rank
 from clipshards.loader.datasets import fill_skipped, skips
-from clipshards.loader.plan import buffer_order, part_bounds
+from clipshards.loader.plan import Leg, buffer_order, part_bounds
 from clipshards.loader.progress import STATE_FORMAT, Position, ResumableDataset, batches_per_epoch, part_lengths
 from state_helpers import run_test_save_load_state, take
 
@@ -82,13 +82,13 @@ def test_set_epoch_keeps_a_resume_point_of_its_own_epoch_only():
     saved = {"format": STATE_FORMAT, "version": 1, "epoch": 2, "num_workers": 2, "consumed": [3, 1], "rotation": 1}
     p = EpochProgress()
     p.load_state_dict(saved, {})
-    assert p.epoch == 2 and p.start(2, 2) == Position(2, 2, [3, 1], 1)
+    assert p.epoch == 2 and p.start(2, 2) == Position(2, 2, [3, 1], 1, 1)
     p.set_epoch(2)  # the same epoch: still resumes
-    assert p.position == Position(2, 2, [3, 1], 1) and p.start(2, 2).consumed == [3, 1]
-    with pytest.raises(ValueError, match="num_workers=2.*got 3"):
-        p.start(2, 3)
+    assert p.position == Position(2, 2, [3, 1], 1, 1) and p.start(2, 2).consumed == [3, 1]
+    leg = p.start(2, 3)  # another worker count: a new leg after the saved one
+    assert leg == Position(2, 3, [0, 0, 0], 0, 1, [Leg(1, 2, (3, 1))])
     p.set_epoch(4)  # another epoch: starts afresh
-    assert p.start(4, 3) == Position(4, 3, [0, 0, 0], 0)
+    assert p.start(4, 3) == Position(4, 3, [0, 0, 0], 0, 1)
     p.set_epoch(2)
     assert p.start(2, 2).consumed == [0, 0], "the resume point is gone once another epoch was chosen"
 
@@ -109,7 +109,7 @@ def test_start_hands_out_copies_and_track_counts_and_finishes():
 @pytest.mark.parametrize("state,match", [
     ({"format": "other"}, "not a StreamingKinetics state"),
     ([1, 2], "format='list'"),
-    ({"format": STATE_FORMAT, "version": 2}, "version 2"),
+    ({"format": STATE_FORMAT, "version": 3}, "version 3"),
     ({"format": STATE_FORMAT, "version": 1, "epoch": 0, "n": 11}, "saved with n=11, this dataset has n=10"),
     ({"format": STATE_FORMAT, "version": 1, "epoch": 0, "n": 10, "num_workers": 2, "consumed": [1]}, "malformed"),
     ({"format": STATE_FORMAT, "version": 1, "epoch": 0, "n": 10, "num_workers": 2, "consumed": [1, 1],
