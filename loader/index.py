@@ -97,10 +97,9 @@ def _classes(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _check_shards(shards: tuple[ShardEntry, ...], num_clips: int, where: str) -> None:
-    """Shards tile the clips in order, each named by a plain file name of its own."""
+    """Shards tile the clips in order, each a file of its own."""
     first = 0
     for s in shards:
-        check_plain_name(s.name, what="shard", where=where)
         if s.first_clip != first or s.clips < 0 or s.bytes < 0:
             raise ShardFormatError(f"{where}: shard entry {s} is inconsistent (expected first_clip {first})")
         first += s.clips
@@ -116,7 +115,7 @@ def _clip_offsets(transport: Transport, head: Mapping[str, Any], shards: tuple[S
     entry = dict(head.get("offsets") or {"name": OFFSETS_NAME})
     name = check_plain_name(entry.get("name", OFFSETS_NAME), what="offsets", where=where)
     columns = LEGACY_COLUMNS if head.get("version") == 1 else len(OFFSETS_COLUMNS)
-    rules = PageRules(np.array([s.first_clip for s in shards], dtype=np.int64),
+    rules = PageRules(np.array([s.first_clip for s in shards], dtype=np.int64), np.array([s.clips for s in shards], dtype=np.int64),
                       np.array([s.bytes for s in shards], dtype=np.int64), classes)
     offsets = ClipOffsets(transport, name, num_clips, entry.get("bytes"), columns=columns, rules=rules)
     offsets.open()
@@ -177,10 +176,13 @@ class DatasetIndex:
             self.annotations: Optional[dict[str, Any]] = dict(head["annotations"]) if head.get("annotations") else None
             self.num_clips = int(head["counts"]["clips"])
             self.shards: tuple[ShardEntry, ...] = tuple(
-                ShardEntry(str(s["name"]), int(s["clips"]), int(s["first_clip"]), int(s["bytes"]), _checksum(s))
+                ShardEntry(check_plain_name(s["name"], what="shard", where=where), int(s["clips"]), int(s["first_clip"]),
+                           int(s["bytes"]), _checksum(s))
                 for s in head["shards"]
             )
             self.limits = ClipLimits.from_head(head, self.options, len(self.classes))
+        except ShardFormatError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ShardFormatError(f"{where}: malformed index ({type(exc).__name__}: {exc})") from exc
         self.codec = str(self.options.get("codec", "raw"))

@@ -30,14 +30,16 @@ LEGACY_COLUMNS = 2  # index version 1: (offset, length)
 _ROW_DTYPE = np.dtype("<i8")
 _HEADER_BYTES = 4096
 _BLOCK = 512  # tar samples are whole blocks
+TAR_END_BYTES = 2 * _BLOCK  # the end-of-archive blocks after a shard's last sample
 
 
 @dataclass(frozen=True)
 class PageRules:
-    """What the rows must agree with: each shard's first clip and size (from the index), and
-    the number of classes."""
+    """What the rows must agree with: each shard's first clip, clip count and size (from the
+    index), and the number of classes."""
 
     first_clips: np.ndarray  # int64, ascending
+    shard_clips: np.ndarray  # int64
     shard_bytes: np.ndarray  # int64
     classes: int
 
@@ -49,7 +51,9 @@ class PageRules:
         off, length = rows[:, 0], rows[:, 1]
         end = off + length
         bad = (off < 0) | (length <= 0) | (off % _BLOCK != 0) | (length % _BLOCK != 0) | (end > self.shard_bytes[shard])
-        bad |= (g == self.first_clips[shard]) & (off != 0)
+        bad |= (g == self.first_clips[shard]) & (off != 0)  # a shard's first clip at its start,
+        last = g == self.first_clips[shard] + self.shard_clips[shard] - 1  # its last one just before the end blocks
+        bad |= last & (end != self.shard_bytes[shard] - TAR_END_BYTES)
         if bad.any():
             i = int(np.argmax(bad))
             return f"row {first + i}: bytes [{off[i]}, {end[i]}) are not a clip of its shard ({self.shard_bytes[shard[i]]} bytes)"

@@ -31,6 +31,7 @@ from clipshards.convert.schema import (
     JpegFrames,
     ShardFormatError,
     clip_checksum,
+    clip_key,
     decode_npy,
     decode_sample,
     key_of_number,
@@ -253,30 +254,49 @@ def _disagreement(raw: RawSample, sample: dict[str, Any]) -> Optional[tuple[str,
             return field, f"{t} frames, the index says {limits.frames} per clip"
         if limits.max_frame is not None and (h > limits.max_frame[0] or w > limits.max_frame[1]):
             return field, f"frames are {w}x{h}, larger than the index's largest {limits.max_frame[1]}x{limits.max_frame[0]}"
-    if raw.label is None:  # index version 1: the sample's metadata must at least name its own key
-        meta = sample["meta"]
-        if _KEY.fullmatch(raw.key) and (meta.get("video_index"), meta.get("clip_index")) != tuple(int(x) for x in raw.key.split("_")):
-            return META_MEMBER, f"metadata names video {meta.get('video_index')!r} clip {meta.get('clip_index')!r}, not its key"
     return None
 
 
-def verify_read(raw: RawSample, buf: bytearray | memoryview, row: np.ndarray) -> RawSample:
+class LegacyIdentities:
+    """Each clip's key and label for an index of version 1, whose offsets rows say neither: from
+    the per-video records (index.json read whole, once; old outputs only). Such an output has
+    no clip checksums: a clip damaged in place is found only where its structure breaks."""
+
+    def __init__(self, videos: list[dict[str, Any]]) -> None:
+        ok = sorted((v for v in videos if v.get("status") == "ok" and int(v.get("clips", 0)) > 0),
+                    key=lambda v: int(v["first_clip"]))
+        self.firsts = np.array([int(v["first_clip"]) for v in ok], dtype=np.int64)
+        self.videos = [(int(v["index"]), int(v["clips"]), int(v["label"])) for v in ok]
+
+    def of(self, g: int) -> Optional[tuple[str, int]]:
+        """``(key, label)`` of global clip ``g``; None when no video record holds it."""
+        i = int(np.searchsorted(self.firsts, g, side="right")) - 1
+        if i < 0 or g >= self.firsts[i] + self.videos[i][1]:
+            return None
+        video, _, label = self.videos[i]
+        return clip_key(video, g - int(self.firsts[i])), label
+
+
+def verify_read(raw: RawSample, buf: bytearray | memoryview, row: np.ndarray,
+                legacy: Optional[LegacyIdentities] = None) -> RawSample:
     """``raw`` (parsed from ``buf``, the bytes read for offsets row ``row``) when it is the clip
     the converter wrote there: its key, then the checksum of its bytes; the row's label is kept
-    for :func:`decode` to check. Index version 1 rows say neither: the key's form is checked."""
-    if len(row) <= LEGACY_COLUMNS:
-        if not _KEY.fullmatch(raw.key):
-            raise ShardReadError(raw.shard, raw.clip, None, f"sample key {_shown(raw.key)} is not a clip key")
-        return raw
-    want = key_of_number(int(row[2]))
-    if raw.key != want:
+    for :func:`decode` to check. An index of version 1 has neither in its rows: ``legacy`` gives
+    the key and label, and there is no checksum."""
+    if len(row) > LEGACY_COLUMNS:
+        want: Optional[tuple[str, int]] = (key_of_number(int(row[2])), int(row[3]))
+    else:
+        want = legacy.of(raw.clip) if legacy is not None else None
+        if want is None:
+            raise ShardReadError(raw.shard, raw.clip, None, "no converted video of the index holds this clip")
+    if raw.key != want[0]:
         raise ShardReadError(raw.shard, raw.clip, None,
-                             f"holds sample {_shown(raw.key)}, clip {raw.clip} is sample {want!r}: the shard was replaced "
+                             f"holds sample {_shown(raw.key)}, clip {raw.clip} is sample {want[0]!r}: the shard was replaced "
                              "(another shard, a copy, a wrong sync) or offsets.npy is another conversion's")
-    if clip_checksum(buf) != int(row[4]):
+    if len(row) > LEGACY_COLUMNS and clip_checksum(buf) != int(row[4]):
         raise ShardReadError(raw.shard, raw.clip, None, f"its bytes differ from what the converter wrote ({CLIP_CHECKSUM} "
                              "of the clip's byte range): the shard is damaged or was changed")
-    raw.label = int(row[3])
+    raw.label = want[1]
     return raw
 
 
@@ -357,6 +377,7 @@ class SampleReader:
     def __init__(self, index: DatasetIndex) -> None:
         self.index = index
         self._limits: Optional[ClipLimits] = None
+        self._legacy: Optional[LegacyIdentities] = None
 
     @property
     def limits(self) -> ClipLimits:
@@ -372,7 +393,9 @@ class SampleReader:
 
     def checked(self, buf: bytearray | memoryview, url: str, g: int, row: np.ndarray) -> RawSample:
         """Clip ``g`` parsed from ``buf`` (what was read for offsets row ``row``) and verified."""
-        raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row)
+        if len(row) <= LEGACY_COLUMNS and self._legacy is None:
+            self._legacy = LegacyIdentities(self.index.videos)
+        raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row, self._legacy)
         raw.limits = self.limits
         return raw
 
