@@ -32,7 +32,8 @@ from clipshards.convert.video_sample import (
 )
 
 from .index import DatasetIndex
-from .reader import ShardReadError, to_output
+from .buffers import MIN_POOLED, pool
+from .reader import RawSample, ShardReadError, to_output
 from .video_clips import ClipSpan, ClipTable
 
 logger = logging.getLogger(__name__)
@@ -106,12 +107,13 @@ class VideoClipReader:
         state["_frame_tables"] = OrderedDict()
         return state
 
-    def fetch(self, g: int) -> VideoClip:
+    def fetch(self, g: int, *, defer_jpeg: bool = False) -> VideoClip:
         """Clip ``g`` of the global order."""
-        return self.fetch_many([g])[0]
+        return self.fetch_many([g], defer_jpeg=defer_jpeg)[0]
 
-    def fetch_many(self, gs: Sequence[int]) -> list[VideoClip]:
-        """Clips ``gs``, their reads issued together (concurrent on remote storage)."""
+    def fetch_many(self, gs: Sequence[int], *, defer_jpeg: bool = False) -> list[VideoClip]:
+        """Clips ``gs``, their reads issued together (concurrent on remote storage). ``defer_jpeg``:
+        a JPEG clip's video is its :class:`JpegFrames`, for the collate to decode into the batch."""
         spans = [self.clips.span(int(g)) for g in gs]
         if self.jpeg:
             self._load_frame_tables([s for s in spans], list(gs))
@@ -120,7 +122,7 @@ class VideoClipReader:
         bufs = self._read(flat, list(gs), [len(p) for p in plans])
         out, i = [], 0
         for s, g, p in zip(spans, gs, plans):
-            out.append(self._assemble(s, int(g), bufs[i: i + len(p)]))
+            out.append(self._assemble(s, int(g), bufs[i: i + len(p)], defer_jpeg))
             i += len(p)
         return out
 
@@ -195,11 +197,11 @@ class VideoClipReader:
         return bufs
 
     # -- the clip ---------------------------------------------------------------------------
-    def _assemble(self, s: ClipSpan, g: int, bufs: list[Any]) -> VideoClip:
+    def _assemble(self, s: ClipSpan, g: int, bufs: list[Any], defer_jpeg: bool = False) -> VideoClip:
         r = dict(zip(TABLE_DTYPE.names, s.fields))
         h, w = r["height"], r["width"]
         if self.jpeg:
-            video = self._jpeg_video(s, g, bufs[0], h, w)
+            video = self._jpeg_video(s, g, bufs[0], h, w, defer_jpeg)
         else:
             span = np.frombuffer(bufs[0], dtype=np.uint8).reshape(-1, h, w, 3)
             video = span if s.contiguous else span[s.frames - int(s.frames[0])]
@@ -212,17 +214,24 @@ class VideoClipReader:
             audio = np.ascontiguousarray(np.frombuffer(bufs[1], dtype="<f4").reshape(s.b - s.a, k).T, dtype=np.float32)
         return VideoClip(video, audio, r["label"], r["video_index"], s.clip)
 
-    def _jpeg_video(self, s: ClipSpan, g: int, buf: Any, h: int, w: int) -> np.ndarray:
+    def _jpeg_video(self, s: ClipSpan, g: int, buf: Any, h: int, w: int, defer: bool) -> Any:
+        """The clip's frames decoded (into pooled memory when large), or with ``defer`` undecoded."""
         ft = self._frame_tables[s.row]
         start = int(ft[int(s.frames[0]), 0])
         view = memoryview(buf)
         frames = [view[int(ft[f, 0]) - start: int(ft[f, 0] + ft[f, 1]) - start] for f in s.frames]
-        out = np.empty((len(frames), h, w, 3), dtype=np.uint8)
         try:
-            JpegFrames(frames).decode_into(out)
+            clip = JpegFrames(frames)
+            if clip.shape != (len(frames), h, w, 3):
+                raise ShardFormatError(f"frames are {clip.shape[2]}x{clip.shape[1]}, the table says {w}x{h}")
+            if defer:
+                return clip
+            nbytes = len(frames) * h * w * 3
+            out = (np.frombuffer(pool().buffer(nbytes), dtype=np.uint8) if nbytes >= MIN_POOLED
+                   else np.empty(nbytes, dtype=np.uint8)).reshape(clip.shape)
+            return clip.decode_into(out)
         except ShardFormatError as exc:
             raise self._error(g, s, video_frame_member(int(s.frames[0])), str(exc)) from exc
-        return out
 
     def _error(self, g: int, s: ClipSpan, field: Optional[str], reason: str) -> ShardReadError:
         key = video_key(int(self.table["video_index"][s.row]))
@@ -231,9 +240,11 @@ class VideoClipReader:
 
 
 def clip_output(clip: VideoClip, output_format: str, transform: Optional[Callable[[Any], Any]], *, with_ids: bool,
-                padded: bool = False) -> tuple[Any, ...]:
-    """torchvision's ``(video, audio, label)`` of a clip (see :func:`~clipshards.loader.reader.to_output`),
-    with ``(video_idx, clip_idx)`` after it when ``with_ids`` (``video_idx`` -1 when ``padded``:
-    a repeat that only evens out the ranks, for an evaluation to mask out)."""
-    out = to_output({"video": clip.video, "audio": clip.audio, "label": clip.label}, output_format, transform)
+                padded: bool = False, shard: str = "") -> tuple[Any, ...]:
+    """torchvision's ``(video, audio, label)`` of a clip (see :func:`~clipshards.loader.reader.to_output`;
+    an undecoded JPEG video becomes a :class:`~clipshards.loader.reader.DeferredVideo` naming
+    ``shard``), with ``(video_idx, clip_idx)`` after it when ``with_ids`` (``video_idx`` -1 when
+    ``padded``: a repeat that only evens out the ranks, for an evaluation to mask out)."""
+    raw = RawSample(clip.clip_idx, shard, video_key(clip.video_idx), {}) if isinstance(clip.video, JpegFrames) else None
+    out = to_output({"video": clip.video, "audio": clip.audio, "label": clip.label}, output_format, transform, raw)
     return (*out, -1 if padded else clip.video_idx, clip.clip_idx) if with_ids else out
