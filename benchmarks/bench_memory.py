@@ -96,8 +96,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
     s.notes += [
         f"Loader: raw clips, block_size=1 (uniformly random order), `num_workers={MEMORY_WORKERS}`, {cfg.memory_clips or 'all'} clips a run; the peak "
         "(VmHWM) of each worker process is read from /proc; the larger of the two is shown. A buffered clip is held "
-        "as read: local shards are mapped, so a buffered clip's pages stay in the page cache and count in the "
-        "worker's RSS only once it is copied into a batch.",
+        "as read, in a buffer of its own (clips are copied on read, never mapped), so it counts in the worker's RSS.",
         "Converter: one video, `--workers 1` (decoding in the measured process), peak RSS (VmHWM) of a fresh process; "
         "it includes the Python interpreter, NumPy and PyAV (the RSS after importing them is in the note).",
         "Bounded is met when memory grows by at most 1.25x the buffered bytes and, whatever the buffer, the memory "
