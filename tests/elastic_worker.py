@@ -2,8 +2,8 @@
 
 Usage: python tests/elastic_worker.py SPEC.json PORT RANK WORLD RESULT.json
 
-SPEC holds the dataset (``out``, ``options``, ``epoch``, ``batch_size``) and ``jobs``: each
-builds a fresh StreamingKinetics and ClipLoader with ``num_workers``, loads ``state`` (rank 0's
+SPEC holds the ``epoch`` and ``jobs``: each builds a fresh StreamingKinetics (``out``,
+``options``) and ClipLoader (``batch_size``, ``num_workers``), loads ``state`` (rank 0's
 state of the previous leg, or none), yields ``stop`` batches (``"start"``, ``"mid"``, ``"late"`` (one before the end), ``"end"``
 or a count; None: to the end of the epoch), and reports each batch's clip identities (content
 hashes; ``pad`` marks the repeats a videos layout flags), its state, and with ``next_epoch``
@@ -52,11 +52,11 @@ def run_epoch(loader: ClipLoader, stop, world: int) -> dict:
 
 
 def run_job(spec: dict, job: dict, world: int) -> dict:
-    ds = StreamingKinetics(spec["out"], **spec["options"])
+    ds = StreamingKinetics(job["out"], **job["options"])
     ds.set_epoch(spec["epoch"])
     if job.get("state") is not None:
         ds.load_state_dict(job["state"])
-    loader = ClipLoader(ds, batch_size=spec["batch_size"], num_workers=job["num_workers"], collate_fn=list)
+    loader = ClipLoader(ds, batch_size=job["batch_size"], num_workers=job["num_workers"], collate_fn=list)
     n = len(loader)
     stop = {"start": 0, "mid": n // 2, "late": n - 1, "end": n}.get(job["stop"], job["stop"])
     result = run_epoch(loader, stop, world)

@@ -55,22 +55,26 @@ def launch(spec: dict, world: int, tmp: Path) -> tuple[list[subprocess.Popen], l
     return procs, results
 
 
-def run_chains(out: Path, options: dict, batch_size: int, tmp: Path) -> dict[str, list[list[dict]]]:
-    """Every chain's legs, leg by leg (the legs of one step run side by side): per chain, per
-    leg, each rank's result. A leg after the first loads rank 0's state of the leg before."""
-    done: dict[str, list[list[dict]]] = {name: [] for name in CHAINS}
+def run_chains(datasets: dict[str, dict], tmp: Path) -> dict[str, dict[str, list[list[dict]]]]:
+    """Every chain's legs on every dataset (name: ``out``, ``options``, ``batch_size``), leg by
+    leg (the legs of one step run side by side, one process per rank for all of them): per
+    dataset, per chain, per leg, each rank's result. A leg after the first loads rank 0's state
+    of the leg before."""
+    done = {(d, name): [] for d in datasets for name in CHAINS}
     for step in range(max(len(c) for c in CHAINS.values())):
         by_world: dict[int, dict] = {}
-        for name, legs in CHAINS.items():
+        for (d, name), results in done.items():
+            legs = CHAINS[name]
             if step < len(legs):
                 world, workers, stop = legs[step]
-                job = {"num_workers": workers, "stop": stop, "next_epoch": name in NEXT_EPOCH and step == len(legs) - 1,
-                       "state": done[name][-1][0]["state"] if step else None}
-                by_world.setdefault(world, {})[name] = job
+                job = {**datasets[d], "num_workers": workers, "stop": stop,
+                       "next_epoch": name in NEXT_EPOCH and step == len(legs) - 1,
+                       "state": results[-1][0]["state"] if step else None}
+                by_world.setdefault(world, {})[f"{d}/{name}"] = job
         running = {}
         for world, jobs in by_world.items():
             (tmp / f"step{step}").mkdir(exist_ok=True)
-            spec = {"out": str(out), "options": options, "epoch": EPOCH, "batch_size": batch_size, "jobs": jobs}
+            spec = {"epoch": EPOCH, "jobs": jobs}
             running[world] = launch(spec, world, tmp / f"step{step}")
         for world, (procs, results) in running.items():
             logs = []
@@ -84,9 +88,10 @@ def run_chains(out: Path, options: dict, batch_size: int, tmp: Path) -> dict[str
             for rank, (p, log) in enumerate(zip(procs, logs)):
                 assert p.returncode == 0, f"step {step}, world {world}, rank {rank} failed:\n{log[-4000:]}"
             per_rank = [json.loads(r.read_text())["jobs"] for r in results]
-            for name in by_world[world]:
-                done[name].append([jobs[name] for jobs in per_rank])
-    return done
+            for job_name in by_world[world]:
+                d, name = job_name.split("/")
+                done[d, name].append([jobs[job_name] for jobs in per_rank])
+    return {d: {name: done[d, name] for name in CHAINS} for d in datasets}
 
 
 def fresh_batches(out: Path, options: dict, world: int, workers: int, batch_size: int, epoch: int) -> list[list[list[int]]]:
@@ -129,16 +134,6 @@ def check_chains(done, ids: dict[str, int], epoch_items: set[int], out: Path, op
             assert got_next == want, f"{name}: the next epoch is not a fresh {world} x {workers} job's"
 
 
-def test_clips_layout_resumes_at_other_world_sizes_and_worker_counts(converted, table, tmp_path):
-    _, out = converted
-    options = {"seed": 5, "shuffle_buffer": 4, "block_size": 2}
-    done = run_chains(out, options, 3, tmp_path)
-    for name in ("2to3-start", "1to4-start"):
-        assert all(r["batches"] == [] for r in done[name][0])
-    assert all(r["batches"] == [] for r in done["2to3-end"][1]), "nothing is left after the epoch's end"
-    check_chains(done, table, set(range(NUM_CLIPS)), out, options, 3)
-
-
 @pytest.fixture(scope="module")
 def videos_out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("elastic_videos") / "ds"
@@ -148,13 +143,22 @@ def videos_out(tmp_path_factory) -> Path:
     return dest
 
 
-def test_videos_layout_views_resume_at_other_world_sizes(videos_out, tmp_path):
-    options = {**VIDEO_CLIPS, "seed": 3, "clips_per_video": 2, "with_ids": True}
-    ids = id_table(videos_out, **VIDEO_CLIPS)
-    views = set(StreamingKinetics(videos_out, **options).videos.items(EPOCH).tolist())
+def test_clips_and_videos_layouts_resume_at_other_world_sizes_and_worker_counts(converted, table, videos_out,
+                                                                                tmp_path):
+    """The clips layout (57 clips, batches of 3) and the videos layout's views (18: 2 random
+    clips of each of 9 videos, marked padding), every chain of :data:`CHAINS`."""
+    clips = {"out": str(converted[1]), "options": {"seed": 5, "shuffle_buffer": 4, "block_size": 2}, "batch_size": 3}
+    videos = {"out": str(videos_out), "options": {**VIDEO_CLIPS, "seed": 3, "clips_per_video": 2, "with_ids": True},
+              "batch_size": 2}
+    video_ids = id_table(videos_out, **VIDEO_CLIPS)
+    views = set(StreamingKinetics(videos_out, **videos["options"]).videos.items(EPOCH).tolist())
     assert len(views) == 18
-    done = run_chains(videos_out, options, 2, tmp_path)
-    check_chains(done, ids, views, videos_out, options, 2)
+    done = run_chains({"clips": clips, "videos": videos}, tmp_path)
+    for name in ("2to3-start", "1to4-start"):
+        assert all(r["batches"] == [] for r in done["clips"][name][0])
+    assert all(r["batches"] == [] for r in done["clips"]["2to3-end"][1]), "nothing is left after the epoch's end"
+    check_chains(done["clips"], table, set(range(NUM_CLIPS)), Path(clips["out"]), clips["options"], 3)
+    check_chains(done["videos"], video_ids, views, videos_out, videos["options"], 2)
 
 
 @pytest.mark.parametrize("remainder", ["pad", "drop"])
