@@ -2,7 +2,7 @@
 
 Remote files: retries, backoff and timeouts (used by :mod:`.retry`), block size and
 read-ahead of sequential streams (:mod:`.readahead`), the local block cache (:mod:`.cache`).
-Local files: whether large clips are mapped rather than copied. Sizes may be given as
+Local files are read directly (``map_local`` is accepted and ignored). Sizes may be given as
 ``'20GB'`` (:func:`clipshards.convert.units.parse_size`).
 """
 

@@ -7,6 +7,13 @@ with :mod:`tarfile` and handed to :func:`clipshards.convert.schema.decode_sample
 zero-copy views. Only schema members are looked at (``cls``, ``json``, ``audio.npy``,
 ``video.npy``, ``fNNNN.jpg``); anything else is skipped unread, so a shard can never make
 the loader unpickle, import or execute anything.
+
+Nothing wrong is returned silently: each clip read is checked against its offsets row
+(:func:`verify_read`: its key, then the checksum of its bytes) and, once decoded, against the
+index (:func:`decode`: its label, frame count and frame size; a JPEG frame claiming to be larger
+than the index's largest is refused before decoding). Whatever makes a clip unreadable is a
+:class:`ShardReadError` naming the shard, the clip and the reason; messages never quote the
+bytes they refuse.
 """
 
 from __future__ import annotations

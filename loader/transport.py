@@ -123,8 +123,7 @@ class Transport:
     def map_buffer(self, name: str, start: int = 0, end: Optional[int] = None) -> memoryview:
         """:meth:`read_buffer`. Local clips used to be mapped here (``map_local``); they are
         copied now: a mapped clip's tensors changed when its shard file was rewritten, and a
-        shard truncated while mapped killed the process with SIGBUS. The copy costs less than
-        the checks every clip gets (measured in ``benchmarks``)."""
+        shard truncated while mapped killed the process with SIGBUS."""
         return self.read_buffer(name, start, end)
 
     def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
