@@ -57,7 +57,7 @@ from .index import ClassesFromIndex, DatasetIndex
 from .indexed import IndexedKinetics
 from .options import TransportOptions
 from .plan import AUTO, REMAINDERS, EpochPlan, auto_block_size, auto_shuffle_buffer, rank_length
-from .progress import STATE_FORMAT, EpochProgress, Position, ResumableDataset
+from .progress import STATE_FORMAT, EpochProgress, ResumableDataset
 from .reader import RawSample, SampleReader, ShardReadError, decode, to_output
 from .video_epochs import video_epochs
 from .video_reader import VideoClip, clip_output
@@ -180,13 +180,6 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
         """Clips this rank yields per epoch (from the index alone)."""
         return rank_length(self._items(), self.rank_and_world()[1], self.remainder)
 
-    def world_size(self) -> int:
-        return self.rank_and_world()[1]
-
-    def leg_length(self, start: Position) -> int:
-        """Clips this rank yields in the leg of the epoch ``start`` is in (``len(self)`` when fresh)."""
-        return self._leg_plan(start).per_rank if start.legs else len(self)
-
     def _items(self) -> int:
         return self.index.num_clips if self.videos is None else self.videos.num_items
 
@@ -196,11 +189,6 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
                 "remainder": self.remainder, **(self.videos.identity() if self.videos is not None else {})}
 
     # -- the order ----------------------------------------------------------------------------
-    def _leg_plan(self, start: Position) -> EpochPlan:
-        """The plan of the leg ``start`` is in: the epoch's, or what its earlier legs left."""
-        plan = self._plan(start.epoch)
-        return plan.after(start.legs) if start.legs else plan
-
     def _plan(self, epoch: int) -> EpochPlan:
         return EpochPlan(
             [s.clips for s in self.index.shards] if self.videos is None else [self.videos.num_items], epoch=epoch,
@@ -224,7 +212,7 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
         epoch = self.epoch
         start = self.progress.start(epoch, num_workers, self.world_size())
         logical = (wid + start.rotation) % num_workers
-        skip, plan, rank = start.consumed[logical], self._leg_plan(start), self.rank_and_world()[0]
+        skip, plan, rank = start.consumed[logical], self.leg_plan(start), self.rank_and_world()[0]
         if self.videos is not None:  # clips cut from whole videos: the epoch's choice of clips
             count, outputs = self.videos.outputs(plan, rank, num_workers, logical, skip, self._output, defer_jpeg=self._defer_jpeg)
         else:

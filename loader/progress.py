@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .arguments import int_option
-from .plan import Leg, batches_of, part_bounds
+from .plan import EpochPlan, Leg, batches_of, part_bounds
 
 __all__ = ["Position", "EpochProgress", "ResumableDataset", "part_lengths", "batches_per_epoch",
            "STATE_FORMAT", "STATE_VERSION", "SKIP_SLOTS"]
@@ -205,21 +205,29 @@ class ResumableDataset(IterableDataset):
         refused, except ``world_size``: see :data:`ELASTIC`)."""
         raise NotImplementedError
 
+    def rank_and_world(self) -> tuple[int, int]:
+        """``(rank, world_size)`` this dataset yields for ((0, 1) unless a subclass is distributed)."""
+        return 0, 1
+
     def world_size(self) -> int:
-        """Ranks this dataset is split over (1 unless a subclass is distributed)."""
-        return 1
+        return self.rank_and_world()[1]
 
     def start_position(self, num_workers: int) -> Position:
         """Where an iteration of the current epoch with ``num_workers`` workers starts."""
         return self.progress.start(self.epoch, max(1, num_workers), self.world_size())
 
     def leg_length(self, start: Position) -> int:
-        """Samples this rank yields in the leg ``start`` is in (``len(self)`` in a fresh epoch;
-        a dataset that resumes at another world size or worker count says what a later leg holds)."""
-        if start.legs:
-            raise ValueError(f"{type(self).__name__} resumes only with the world size and worker count it saved "
-                             f"(saved {start.legs[-1].world_size} ranks x {start.legs[-1].num_workers} workers)")
-        return len(self)
+        """Samples this rank yields in the leg ``start`` is in (``len(self)`` in a fresh epoch)."""
+        return self.leg_plan(start).per_rank if start.legs else len(self)
+
+    def leg_plan(self, start: Position) -> EpochPlan:
+        """The plan of the leg ``start`` is in: the epoch's, or what its earlier legs left."""
+        plan = self._plan(start.epoch)
+        return plan.after(start.legs) if start.legs else plan
+
+    def _plan(self, epoch: int) -> EpochPlan:
+        """The epoch's plan at this world size (needed to resume at another world size or worker count)."""
+        raise ValueError(f"{type(self).__name__} resumes only with the world size and worker count it saved")
 
     def decoding_in_collate(self, on: bool) -> ContextManager[None]:
         """While in effect, samples may reach a collate that can finish decoding them (no-op here)."""
