@@ -401,7 +401,11 @@ class SampleReader:
     def checked(self, buf: bytearray | memoryview, url: str, g: int, row: np.ndarray) -> RawSample:
         """Clip ``g`` parsed from ``buf`` (what was read for offsets row ``row``) and verified."""
         if len(row) <= LEGACY_COLUMNS and self._legacy is None:
-            self._legacy = LegacyIdentities(self.index.videos)
+            try:
+                self._legacy = LegacyIdentities(self.index.videos)
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                raise ShardReadError(url, g, None, f"index.json's video records, which give a version-1 "
+                                     f"output's keys, are unreadable ({type(exc).__name__}: {exc})") from exc
         raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row, self._legacy)
         raw.limits = self.limits
         return raw
