@@ -30,6 +30,8 @@ converting), and ``clips_per_video=k`` takes ``k`` clips of every video each epo
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 from functools import partial
@@ -186,7 +188,8 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
     def state_identity(self) -> dict[str, Any]:
         return {"num_clips": self._items(), "world_size": self.rank_and_world()[1], "seed": self.seed,
                 "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer, "block_size": self.block_size,
-                "remainder": self.remainder, **(self.videos.identity() if self.videos is not None else {})}
+                "remainder": self.remainder, "index": index_identity(self.index),
+                **(self.videos.identity() if self.videos is not None else {})}
 
     # -- the order ----------------------------------------------------------------------------
     def _plan(self, epoch: int) -> EpochPlan:
@@ -236,6 +239,14 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
     def loader(self, batch_size: Optional[int] = 1, **kwargs: Any) -> ClipLoader:
         """A :class:`ClipLoader` over this dataset (``collate_fn`` defaults to :func:`collate_clips`)."""
         return ClipLoader(self, batch_size=batch_size, **kwargs)
+
+
+def index_identity(index: DatasetIndex) -> str:
+    """A short digest of what a saved position refers to: the classes and every shard (name,
+    clips, bytes, checksum). A dataset changed since (videos appended, another conversion) has
+    another one, so a state of the old one is refused rather than resumed on other clips."""
+    what = [list(index.classes), [[s.name, s.clips, s.bytes, s.checksum] for s in index.shards]]
+    return hashlib.blake2b(json.dumps(what).encode(), digest_size=8).hexdigest()
 
 
 def skips(errors: str | Callable[[BaseException], bool], error: ShardReadError) -> bool:

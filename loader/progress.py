@@ -41,6 +41,10 @@ READABLE_STATE_VERSIONS = (1, 2)
 """Version 2 adds the leg's ``world_size`` as a position (not a setting) and ``legs``; 1 still loads."""
 ELASTIC = ("world_size",)
 """Settings of a state that may differ when it is loaded: the resume then starts a new leg."""
+_CHANGED = {"index": " (the dataset's classes or shards changed since the state was saved: videos appended "
+                     "or another conversion; its position cannot be resumed, start the epoch afresh)"}
+"""Why a setting differs, for the settings where that needs saying; a state without one (saved
+before it was recorded) is not refused for it."""
 SKIP_SLOTS = 64
 """Skip counters shared with the DataLoader workers (worker ``i`` counts in slot ``i % SKIP_SLOTS``)."""
 T = TypeVar("T")
@@ -122,8 +126,11 @@ class EpochProgress:
             raise ValueError(f"StreamingKinetics state version {state.get('version')!r} is not one of "
                              f"{READABLE_STATE_VERSIONS}")
         for key, mine in identity.items():
-            if key not in ELASTIC and state.get(key) != mine:
-                raise ValueError(f"state was saved with {key}={state.get(key)!r}, this dataset has {key}={mine!r}")
+            if key in ELASTIC or (key in _CHANGED and key not in state):
+                continue
+            if state.get(key) != mine:
+                raise ValueError(f"state was saved with {key}={state.get(key)!r}, this dataset has {key}={mine!r}"
+                                 + _CHANGED.get(key, ""))
         W = state.get("num_workers")
         consumed = [int(c) for c in state.get("consumed", [])]
         rotation = int(state.get("rotation", 0))

@@ -19,7 +19,7 @@ from clipshards.convert import convert
 from clipshards.convert.synth import VideoSpec, make_dataset
 from clipshards.loader import ClipLoader, StreamingKinetics
 from clipshards.loader.plan import EpochPlan, Leg, part_bounds
-from loader_helpers import NUM_CLIPS, batch_ids, id_table
+from loader_helpers import NUM_CLIPS, batch_ids, copy_out, id_table, read_index, rewrite_shard, shard_members
 from loader_helpers import converted, table  # noqa: F401  (pytest fixtures)
 from servers import free_port
 from state_helpers import checkpoint, run_test_save_load_state, take
@@ -213,3 +213,25 @@ def _epoch2(out, opts):
     ds = StreamingKinetics(out, **opts)
     ds.set_epoch(2)
     return ClipLoader(ds, batch_size=4, num_workers=2)
+
+
+def test_a_state_of_a_changed_dataset_is_refused_naming_both(converted, table, tmp_path):
+    """Resuming across a change of the dataset (videos appended, another conversion) is refused:
+    the state records a digest of the classes and shards; a state saved before it was recorded loads."""
+    _, out = converted
+    loader = _epoch2(out, {"seed": 11, "shuffle_buffer": 6, "block_size": 2})
+    take(loader, lambda b: 0, 2)
+    state = checkpoint(loader.state_dict())
+    changed = copy_out(out, tmp_path / "changed")
+    members = shard_members(changed / "train" / read_index(changed / "train")["shards"][0]["name"])
+    keys = list(dict.fromkeys(name.partition(".")[0] for name, _ in members))
+    swapped = [m for k in (keys[1], keys[0], *keys[2:]) for m in members if m[0].partition(".")[0] == k]
+    rewrite_shard(changed / "train", 0, swapped)  # the same clip count, other bytes in shard 0
+    other = StreamingKinetics(changed, seed=11, shuffle_buffer=6, block_size=2)
+    with pytest.raises(ValueError, match=rf"index='{state['index']}', this dataset has index='\w+' "
+                                         r"\(the dataset's classes or shards changed"):
+        other.load_state_dict(state)
+    older = {k: v for k, v in state.items() if k not in ("index", "legs")}
+    same = StreamingKinetics(out, seed=11, shuffle_buffer=6, block_size=2)
+    same.load_state_dict({**older, "version": 1})  # a version 1 state (no legs, no index digest) still loads
+    assert same.state_dict()["consumed"] == state["consumed"]
