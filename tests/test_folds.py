@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,26 @@ def test_streaming_resumes_and_refuses_another_folds_state(converted):
     assert head + [int(x[2]) for x in again] == full
     with pytest.raises(ValueError, match="fold|num_clips"):
         make(out, fold=2, train=True, seed=5).load_state_dict(state)
+
+
+def test_streaming_resumes_at_another_world_size(converted):
+    """Elastic resume on a fold (issue 17): 2 ranks x 3 clips, then rank 0's state at 3 ranks:
+    the rest holds every clip the first leg left, once (``"drop"``: at most 2 left out)."""
+    dataset, _, _, out, _ = converted
+    make, digest = STREAMING[dataset], (lambda x: hashlib.blake2b(x[0].numpy().tobytes()).hexdigest())
+    every = [digest(x) for x in MAP_STYLE[dataset](out, fold=1, train=True)]
+    ranks = [make(out, fold=1, train=True, seed=5, remainder="drop", rank=r, world_size=2) for r in range(2)]
+    its = [iter(ds) for ds in ranks]
+    first = [digest(next(it)) for it in its for _ in range(3)]
+    state = ranks[0].state_dict()
+    rest = []
+    for r in range(3):
+        ds = make(out, fold=1, train=True, seed=5, remainder="drop", rank=r, world_size=3)
+        ds.load_state_dict(state)
+        rest.append([digest(x) for x in ds])
+    left = len(every) - len(first)
+    assert len({len(x) for x in rest}) == 1 and sum(map(len, rest)) == left - left % 3
+    assert not Counter(first + [d for x in rest for d in x]) - Counter(every), "a clip came twice"
 
 
 def test_a_given_annotation_path_overrides_the_recorded_folds(converted, tmp_path, caplog):
