@@ -33,7 +33,7 @@ from .arguments import int_option
 from .plan import EpochPlan, Leg, batches_of, part_bounds
 
 __all__ = ["Position", "EpochProgress", "ResumableDataset", "part_lengths", "batches_per_epoch",
-           "STATE_FORMAT", "STATE_VERSION", "SKIP_SLOTS"]
+           "STATE_FORMAT", "STATE_VERSION", "READABLE_STATE_VERSIONS", "ELASTIC", "SKIP_SLOTS"]
 
 STATE_FORMAT = "clipshards.loader.StreamingKinetics"
 STATE_VERSION = 2
