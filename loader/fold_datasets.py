@@ -9,8 +9,10 @@ equal rank counts and resume). The default ``output_format`` is ``"THWC"``, as t
 for these two datasets (Kinetics' is ``"TCHW"``).
 
 ``frames_per_clip``, ``step_between_clips`` and ``frame_rate`` keep torchvision's places in
-the signature, but on the clips layout they were fixed when converting: None means "as
-converted", the converted value is accepted, anything else is a ``ValueError``.
+the signature; None means "as converted". On the ``clips`` layout the clips were cut when
+converting, so only the converted values are accepted (anything else is a ``ValueError``
+saying how to convert for it); the map-style datasets read a ``videos`` layout conversion
+too, for any values (clips cut when loading). The streaming forms read the ``clips`` layout.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import operator
 import os
 from typing import Any, ClassVar, Optional
 
+import numpy as np
+
 from clipshards.convert.folds import FOLDS_SPLIT, HMDB51 as HMDB51_NAME, UCF101 as UCF101_NAME, check_fold
 
 from .arguments import Transform, check_flag, int_option
 from .datasets import StreamingKinetics
-from .folds import FoldSelection, check_clip_options, not_converted, select_fold
+from .folds import FoldSelection, not_converted, record_clip_counts, select_fold
 from .indexed import IndexedKinetics
-from .plan import EpochPlan, rank_length, runs_in_shards
+from .plan import EpochPlan, runs_in_shards
 
 __all__ = ["UCF101", "HMDB51", "StreamingUCF101", "StreamingHMDB51"]
 
@@ -41,7 +45,7 @@ class _FoldDataset(IndexedKinetics):
         annotation_path: Optional[str | os.PathLike] = None,
         frames_per_clip: Optional[int] = None,
         step_between_clips: Optional[int] = None,
-        frame_rate: Optional[float] = None,
+        frame_rate: Optional[float] | str = None,
         fold: int = 1,
         train: bool = True,
         transform: Optional[Transform] = None,
@@ -51,12 +55,12 @@ class _FoldDataset(IndexedKinetics):
     ) -> None:
         self.fold, self.train = check_fold(fold), check_flag("train", train)
         try:
-            super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+            super().__init__(url, FOLDS_SPLIT, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
+                             frame_rate=frame_rate, output_format=output_format, transform=transform, **options)
         except FileNotFoundError as exc:
             raise FileNotFoundError(not_converted(url, self.dataset, exc)) from exc
-        check_clip_options(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
-                           frame_rate=frame_rate)
-        self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train, annotation_path)
+        self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train,
+                                                    super().clips_per_video, annotation_path)
 
     def __len__(self) -> int:
         return self.selection.num_clips
@@ -65,7 +69,20 @@ class _FoldDataset(IndexedKinetics):
         return (f"{type(self).__name__}({self.index.url!r}, fold={self.fold}, train={self.train}, "
                 f"videos={self.selection.videos.size}, clips={len(self)})")
 
-    def _clip(self, i: int) -> int:
+    @property
+    def clips_per_video(self) -> np.ndarray:
+        """Clips of each video of the fold and split, in discovery order (torchvision's
+        ``video_clips``, a subset of the root's videos): what the clip samplers use."""
+        return self.selection.counts
+
+    def get_clip_location(self, i: int) -> tuple[int, int]:
+        """``(video_idx, clip_idx)`` of item ``i``, ``video_idx`` counting the fold and split's
+        videos (as torchvision's subset does; ``with_ids`` items carry the root-wide index)."""
+        local = self._local(i)
+        k = int(np.searchsorted(self.selection.ends, local, side="right"))
+        return k, local - int(self.selection.ends[k] - self.selection.counts[k])
+
+    def _local(self, i: int) -> int:
         try:
             k = operator.index(i)
         except TypeError:
@@ -75,7 +92,10 @@ class _FoldDataset(IndexedKinetics):
             k += n
         if not 0 <= k < n:
             raise IndexError(f"clip {i} out of range for {n} clips")
-        return int(self.selection.global_clips(k))
+        return k
+
+    def _clip(self, i: int) -> int:
+        return int(self.selection.global_clips(self._local(i)))
 
 
 class UCF101(_FoldDataset):
@@ -110,7 +130,7 @@ class _FoldStreaming(StreamingKinetics):
         annotation_path: Optional[str | os.PathLike] = None,
         frames_per_clip: Optional[int] = None,
         step_between_clips: Optional[int] = None,
-        frame_rate: Optional[float] = None,
+        frame_rate: Optional[float] | str = None,
         fold: int = 1,
         train: bool = True,
         transform: Optional[Transform] = None,
@@ -120,12 +140,16 @@ class _FoldStreaming(StreamingKinetics):
     ) -> None:
         self.fold, self.train = check_fold(fold), check_flag("train", train)
         try:
-            super().__init__(url, FOLDS_SPLIT, output_format=output_format, transform=transform, **options)
+            super().__init__(url, FOLDS_SPLIT, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
+                             frame_rate=frame_rate, output_format=output_format, transform=transform, **options)
         except FileNotFoundError as exc:
             raise FileNotFoundError(not_converted(url, self.dataset, exc)) from exc
-        check_clip_options(self.index, frames_per_clip=frames_per_clip, step_between_clips=step_between_clips,
-                           frame_rate=frame_rate)
-        self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train, annotation_path)
+        if self.videos is not None:
+            raise ValueError(f"{self.index.url} is a videos layout conversion: {type(self).__name__} streams the clips "
+                             f"layout; read it with {type(self).__name__.replace('Streaming', '')}(...) (map-style, any "
+                             "sampler), or convert without --layout videos")
+        self.selection: FoldSelection = select_fold(self.index, self.dataset, self.fold, self.train,
+                                                    record_clip_counts(self.index), annotation_path)
         self._runs = runs_in_shards(self.selection.firsts, self.selection.counts, self.index.first_clips,
                                     self.index.num_clips)
 
@@ -133,13 +157,12 @@ class _FoldStreaming(StreamingKinetics):
         return (f"{type(self).__name__}({self.index.url!r}, fold={self.fold}, train={self.train}, "
                 f"clips={self.selection.num_clips}, shuffle={self.shuffle}, epoch={self.epoch})")
 
-    def __len__(self) -> int:
-        """Clips this rank yields per epoch (from the index alone)."""
-        return rank_length(self.selection.num_clips, self.rank_and_world()[1], self.remainder)
+    def _items(self) -> int:
+        """Clips an epoch holds: those of the fold and split (``len`` and saved states count these)."""
+        return self.selection.num_clips
 
     def state_identity(self) -> dict[str, Any]:
-        return {**super().state_identity(), "num_clips": self.selection.num_clips, "dataset": self.dataset,
-                "fold": self.fold, "train": self.train}
+        return {**super().state_identity(), "dataset": self.dataset, "fold": self.fold, "train": self.train}
 
     def _plan(self, epoch: int) -> EpochPlan:
         return EpochPlan(

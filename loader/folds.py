@@ -7,6 +7,9 @@ clips are the run ``first_clip .. first_clip + clips - 1`` of global clips, so t
 are a union of runs and local clip ``i`` is found with a search over the runs' cumulative
 counts (torchvision's global clip index over the kept videos, semantics rule 7).
 
+On the ``videos`` layout the clips are cut when loading; the global clip order runs over
+the videos in the same way, from each video's clip count for the chosen clip settings.
+
 A given ``annotation_path`` overrides the recorded folds: its files are read with the
 converter's rules (:func:`~clipshards.convert.folds.read_fold_lists`) and matched against
 the recorded video paths.
@@ -24,18 +27,17 @@ import numpy as np
 from clipshards.convert.folds import FOLDS, FOLDS_SPLIT, check_fold, keeps, read_fold_lists
 from clipshards.convert.schema import ShardFormatError
 
-from .arguments import int_option
 from .index import DatasetIndex
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FoldSelection", "select_fold", "check_clip_options", "fold_memberships", "not_converted"]
+__all__ = ["FoldSelection", "select_fold", "record_clip_counts", "fold_memberships", "not_converted"]
 
 
 @dataclass(frozen=True)
 class FoldSelection:
     """The kept videos of one fold and split (positions in the index's video records, in
-    discovery order) and their clips: ``counts[k]`` clips from global clip ``firsts[k]``."""
+    discovery order) and their clips: ``counts[k]`` clips (maybe none) from global clip ``firsts[k]``."""
 
     videos: np.ndarray
     firsts: np.ndarray
@@ -57,26 +59,13 @@ class FoldSelection:
         return int(out) if np.ndim(out) == 0 else out
 
 
-def check_clip_options(index: DatasetIndex, **given: Any) -> None:
-    """``frames_per_clip``, ``step_between_clips``, ``frame_rate`` as torchvision takes them:
-    on the clips layout they were fixed when converting, so each must be None (as converted)
-    or the converted value; another value is a ``ValueError`` saying to convert again."""
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name == "frame_rate":
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
-                raise ValueError(f"frame_rate={value!r}: must be a positive number of frames per second, or None")
-        else:
-            int_option(name, value, 1)
-        converted = index.options.get(name)
-        if converted is None or float(value) != float(converted):
-            was = "keeping every source frame (frame_rate None)" if converted is None else f"{name}={converted!r}"
-            raise ValueError(
-                f"{name}={value!r}: {index.url} was converted {was}, and the clips layout cuts clips when converting; "
-                f"pass None (as converted){'' if converted is None else f' or {converted!r}'}, or convert the dataset "
-                f"again with --{name.replace('_', '-')} {value}"
-            )
+def record_clip_counts(index: DatasetIndex) -> np.ndarray:
+    """Clips of each video record of a ``clips`` layout output (0 for a skipped one), in
+    discovery order: the stored clips run over the videos in that order."""
+    try:
+        return np.array([v["clips"] if v["status"] == "ok" else 0 for v in index.videos], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShardFormatError(f"{index.url}: malformed video records ({exc!r})") from exc
 
 
 def not_converted(url: str | os.PathLike, dataset: str, exc: BaseException) -> str:
@@ -114,20 +103,16 @@ def fold_memberships(index: DatasetIndex, dataset: str, fold: int,
     return np.array([lists.membership(str(v["path"]))[0] for v in records], dtype=np.int64)
 
 
-def select_fold(index: DatasetIndex, dataset: str, fold: int, train: bool,
+def select_fold(index: DatasetIndex, dataset: str, fold: int, train: bool, clips_per_video: np.ndarray,
                 annotation_path: Optional[str | os.PathLike] = None) -> FoldSelection:
-    """The videos and clips of ``fold`` (1, 2 or 3), train or test split, of a ``dataset`` conversion."""
+    """The videos and clips of ``fold`` (1, 2 or 3), train or test split, of a ``dataset``
+    conversion; ``clips_per_video``: each video's clips, in discovery order (the global clip
+    order runs over them, whatever the layout)."""
     member = fold_memberships(index, dataset, fold, annotation_path)
-    try:
-        rows = np.array([(v["first_clip"], v["clips"] if v["status"] == "ok" else 0) for v in index.videos],
-                        dtype=np.int64).reshape(-1, 2)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ShardFormatError(f"{index.url}: malformed video records ({exc!r})") from exc
-    firsts, clips = rows[:, 0], rows[:, 1]
+    counts = np.zeros(member.size, dtype=np.int64)
+    counts[: min(member.size, clips_per_video.size)] = clips_per_video[: member.size]
+    firsts = np.cumsum(counts) - counts
     kept = np.flatnonzero(keeps(member, train))
-    with_clips = kept[clips[kept] > 0]
-    if ((firsts[with_clips] < 0) | (firsts[with_clips] + clips[with_clips] > index.num_clips)).any():
-        raise ShardFormatError(f"{index.url}: video records point at clips outside 0..{index.num_clips - 1}")
-    logger.debug("%s fold %d %s: %d videos, %d with clips", index.url, fold, "train" if train else "test",
-                 kept.size, with_clips.size)
-    return FoldSelection(kept, firsts[with_clips], clips[with_clips])
+    logger.debug("%s fold %d %s: %d videos, %d clips", index.url, fold, "train" if train else "test",
+                 kept.size, int(counts[kept].sum()))
+    return FoldSelection(kept, firsts[kept], counts[kept])

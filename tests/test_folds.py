@@ -89,7 +89,11 @@ def test_every_fold_and_split_equals_torchvision(converted, fold, train):
     ds = MAP_STYLE[dataset](out, fold=fold, train=train)
     assert len(ds) == len(want) > 0
     assert ds.classes == sorted(p.name for p in root.iterdir() if p.is_dir())
+    videos = reference_fold_videos(root, converted[2], dataset, fold, train)
+    assert len(ds.clips_per_video) == len(videos) and int(ds.clips_per_video.sum()) == len(want)  # the samplers' view
     for i, r in enumerate(want):
+        k, c = ds.get_clip_location(i)
+        assert videos[k][0] == r.path and c == r.clip_index, i
         video, audio, label = ds[i]
         assert tuple(video.shape) == r.video.shape, i  # THWC, torchvision's default for these datasets
         assert np.array_equal(video.numpy(), r.video), (i, r.path, r.clip_index)
@@ -186,11 +190,11 @@ def test_clip_options_are_those_converted(converted):
     dataset, _, _, out, _ = converted
     cls = MAP_STYLE[dataset]
     assert len(cls(out, None, T, S, None, 1, True)) == len(cls(out))
-    with pytest.raises(ValueError, match="frames_per_clip=8: .* converted frames_per_clip=4.*convert the dataset again"):
+    with pytest.raises(ValueError, match="frames_per_clip=8: .*converted with frames_per_clip=4 .*convert again"):
         cls(out, frames_per_clip=8)
-    with pytest.raises(ValueError, match="step_between_clips=1"):
+    with pytest.raises(ValueError, match="step_between_clips=1: .*converted with step_between_clips=3"):
         STREAMING[dataset](out, step_between_clips=1)
-    with pytest.raises(ValueError, match="frame_rate=25: .*every source frame"):
+    with pytest.raises(ValueError, match="frame_rate=25.*converted with frame_rate=None"):
         cls(out, frame_rate=25)
     for fold in (0, 4, "1", True):
         with pytest.raises(ValueError, match="fold"):
@@ -289,3 +293,31 @@ def test_a_kinetics_conversion_is_not_a_fold_dataset(tiny_converted):
     index = json.loads((tiny_converted / "train" / "index.json").read_bytes())
     assert "annotations" not in index and "dataset" not in index["options"]  # Kinetics indexes keep their bytes
     assert not any("folds" in v for v in index["videos"])
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51"])
+def test_the_videos_layout_gives_every_fold_for_any_clip_settings(dataset, tmp_path):
+    """A ``--layout videos`` conversion stores each video once; the map-style loaders cut a
+    fold's clips when loading, for the converted settings or any others, equal to torchvision's."""
+    root, ann = MAKERS[dataset](tmp_path)
+    out = tmp_path / "out"
+    assert run_cli(*convert_args(root, out, dataset, ann, "--layout", "videos")) == 0  # short videos are kept
+    index = json.loads((out / "all" / "index.json").read_bytes())
+    assert index["layout"] == "videos" and all(len(v["folds"]) == 3 for v in index["videos"])
+    cache: dict = {}
+    for (fold, train), (t, s) in zip(SPLITS, [(T, S), (3, 2), (5, 1), (T, S), (2, 4), (3, 3)]):
+        want = reference_fold_dataset(root, ann, dataset, fold, train, cache=cache.setdefault((t, s), {}),
+                                      frames_per_clip=t, step_between_clips=s)
+        ds = MAP_STYLE[dataset](out, None, t, s, fold=fold, train=train, with_ids=True)
+        assert len(ds) == len(want) == int(ds.clips_per_video.sum()), (fold, train, t, s)
+        videos = reference_fold_videos(root, ann, dataset, fold, train)
+        assert len(ds.clips_per_video) == len(videos)
+        for i, r in enumerate(want):
+            video, audio, label, video_idx, clip_idx = ds[i]
+            assert np.array_equal(video.numpy(), r.video) and np.array_equal(audio.numpy(), r.audio), (i, r.path)
+            assert label == r.label and clip_idx == r.clip_index
+            assert index["videos"][video_idx]["path"] == r.path  # with_ids: the root-wide video index
+            k, c = ds.get_clip_location(i)
+            assert videos[k][0] == r.path and c == r.clip_index  # torchvision's: the fold's video index
+    with pytest.raises(ValueError, match="videos layout conversion: StreamingUCF101|videos layout conversion: StreamingHMDB51"):
+        STREAMING[dataset](out)
