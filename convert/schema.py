@@ -418,7 +418,8 @@ def encode_sample(
 
 def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
                   alloc: Optional[Callable[[tuple[int, ...]], np.ndarray]] = None,
-                  defer_jpeg: bool = False, max_frame: Optional[tuple[int, int]] = None) -> dict[str, Any]:
+                  defer_jpeg: bool = False, max_frame: Optional[tuple[int, int]] = None,
+                  video: Optional[Any] = None) -> dict[str, Any]:
     """Decode the fields of one sample (``field name -> bytes``) into arrays.
 
     Returns ``{"video": uint8 [T,H,W,3], "audio": float32 [K,L], "label": int, "meta": dict}``.
@@ -426,7 +427,9 @@ def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
     uint8 array JPEG frames are decoded into (default: a new one); with ``defer_jpeg`` the
     video of a JPEG sample is a :class:`JpegFrames`, decoded later by its consumer.
     ``max_frame``: ``(height, width)`` no JPEG frame may exceed (checked before decoding).
-    JPEG frames must be ``f0000 .. f{T-1}``, none missing. Errors never quote member bytes.
+    JPEG frames must be ``f0000 .. f{T-1}``, none missing. ``video``: the clip's video as the
+    caller has it already (an object with a ``shape``, e.g. raw pixels to be read later), in
+    place of its members. Errors never quote member bytes.
     """
     try:
         label = parse_label(fields[LABEL_MEMBER])
@@ -434,9 +437,9 @@ def decode_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "",
         if not isinstance(meta, dict):
             raise ShardFormatError(f"metadata is a JSON {type(meta).__name__}, not an object")
         audio = decode_npy(fields[AUDIO_MEMBER], expect=_ALLOWED_DTYPES[AUDIO_MEMBER])
-        if VIDEO_MEMBER in fields:
+        if video is None and VIDEO_MEMBER in fields:
             video = decode_npy(fields[VIDEO_MEMBER], expect=_ALLOWED_DTYPES[VIDEO_MEMBER])
-        else:
+        elif video is None:
             jpegs = _jpeg_members(fields)
             video = (JpegFrames(jpegs, max_size=max_frame) if defer_jpeg
                      else decode_jpeg_frames(jpegs, alloc, max_size=max_frame))

@@ -72,7 +72,8 @@ Output = tuple[Any, torch.Tensor, int]
 
 
 class _CollateDecoding:
-    """Lets a ClipLoader's collate decode JPEG clips straight into the batch (one clip-sized copy fewer)."""
+    """Lets a ClipLoader's collate decode JPEG clips, and read large local raw clips' pixels,
+    straight into the batch (one clip-sized copy fewer)."""
 
     transform: Optional[Transform]
     errors: str | Callable[[BaseException], bool]
@@ -80,9 +81,9 @@ class _CollateDecoding:
 
     @contextlib.contextmanager
     def decoding_in_collate(self, on: bool) -> Iterator[None]:
-        """While in effect (and ``on``), JPEG clips are yielded undecoded for the collate to
-        decode straight into the batch; only without ``transform`` and with ``errors="raise"``,
-        so nothing else can see the difference."""
+        """While in effect (and ``on``), JPEG clips are yielded undecoded (and large local raw
+        clips with their pixels unread) for the collate to decode (read) straight into the batch;
+        only without ``transform`` and with ``errors="raise"``, so nothing else can see the difference."""
         self._defer_jpeg = on and self.transform is None and self.errors == "raise"
         try:
             yield
@@ -220,7 +221,8 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
             count, outputs = self.videos.outputs(plan, rank, num_workers, logical, skip, self._output, defer_jpeg=self._defer_jpeg)
         else:
             clips, order = plan.worker_order(rank, num_workers, logical)
-            count, outputs = len(clips), (self._output(item) for item in self._reader.in_order(clips, order, skip))
+            reads = self._reader.in_order(clips, order, skip, defer=self._defer_jpeg)  # raw pixels too: see .pixels
+            count, outputs = len(clips), (self._output(item) for item in reads)
         clips_out = fill_skipped(outputs, count - skip, partial(skips, self.errors),
                                  on_skip=partial(self.progress.count_skip, wid))
         # iterated here (no DataLoader workers): the position is known here, sample by sample

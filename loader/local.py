@@ -67,6 +67,26 @@ class LocalFiles:
         self.stats.add(name, len(buf))
         return buf
 
+    def read_into(self, name: str, start: int, buffers: list[memoryview | bytearray]) -> int:
+        """Bytes from ``start`` into ``buffers`` in turn (one ``preadv`` a time, no copy in
+        between); returns how many were read, fewer only where the file ends."""
+        with self._open(name) as fh:
+            fd, want = fh.fileno(), sum(len(b) for b in buffers)
+            views = [memoryview(b).cast("B") for b in buffers if len(b)]
+            got = 0
+            while views:
+                n = os.preadv(fd, views, start + got)
+                if n <= 0:
+                    break
+                got += n
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
+        self.stats.add(name, got)
+        return min(got, want)
+
     def open_range(self, name: str, start: int, end: Optional[int]) -> RangeReader:
         """A sequential reader over bytes ``[start, end)``: one open file, read forward."""
         fh = self._open(name)

@@ -47,9 +47,10 @@ from clipshards.convert.schema import (
 
 from .index import ClipLimits, DatasetIndex, ShardEntry
 from .offsets import LEGACY_COLUMNS
+from .pixels import HEAD_BYTES, RawPixels, plain_header, scan_head
 from .plan import Segment, iter_segments
 from .buffers import MIN_POOLED, pool
-from .transport import RangeReader, empty_buffer
+from .transport import RangeReader, Transport, empty_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RawSample:
     fields: dict[str, memoryview]
     label: Optional[int] = None
     limits: Optional[ClipLimits] = None
+    pixels: Optional[RawPixels] = None  # a raw video read later, straight into its batch (see .pixels)
 
 
 def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
@@ -166,13 +168,6 @@ def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected
     return RawSample(clip, shard, key, fields)
 
 
-_USTAR = b"ustar\x0000"
-
-
-def _octal(field: bytes) -> int:
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-
-
 def _scan_plain(view: memoryview) -> Optional[tuple[str, dict[str, memoryview]]]:
     """``(key, schema fields)`` of a sample laid out exactly as the converter writes it
     (POSIX ustar headers with valid checksums, regular members of one key, no duplicate, ending
@@ -186,16 +181,14 @@ def _scan_plain(view: memoryview) -> Optional[tuple[str, dict[str, memoryview]]]
         while pos < n:
             if pos + 512 > n:
                 return None
-            hdr = bytes(view[pos: pos + 512])
-            if hdr[257:265] != _USTAR or hdr[156] not in (0x30, 0) or hdr[345] != 0 or hdr[124] & 0x80:
+            member = plain_header(bytes(view[pos: pos + 512]))
+            if member is None:
                 return None
-            if _octal(hdr[148:156]) != 256 + sum(hdr[:148]) + sum(hdr[156:]):
-                return None
-            size = _octal(hdr[124:136])
+            size = member[1]
             start = pos + 512
             if start + size > n:
                 return None
-            k, dot, field = hdr[:100].split(b"\0", 1)[0].decode("ascii").partition(".")
+            k, dot, field = member[0].partition(".")
             if key is None:
                 key = k
             elif k != key or not dot:
@@ -236,7 +229,7 @@ def decode(raw: RawSample, *, defer_jpeg: bool = False) -> dict[str, Any]:
     limits = raw.limits
     try:
         sample = decode_sample(raw.fields, where=raw.key, alloc=_frames_array, defer_jpeg=defer_jpeg,
-                               max_frame=limits.max_frame if limits is not None else None)
+                               max_frame=limits.max_frame if limits is not None else None, video=raw.pixels)
     except ShardFormatError as exc:
         field = _culprit(raw.fields)
         member = f"{raw.key}.{field}" if field else raw.key
@@ -325,16 +318,18 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 
 class DeferredVideo:
-    """A clip's JPEG video, not decoded yet: :func:`~clipshards.loader.collate.collate_clips`
-    decodes it straight into the batch. Only :class:`~clipshards.loader.ClipLoader` asks for
-    these (no ``transform``, ``errors="raise"``); anything else gets tensors."""
+    """A clip's video, not decoded yet (JPEG frames) or not read yet (raw pixels, see
+    :mod:`.pixels`): :func:`~clipshards.loader.collate.collate_clips` decodes or reads it straight
+    into the batch. Only :class:`~clipshards.loader.ClipLoader` asks for these (no ``transform``,
+    ``errors="raise"``); anything else gets tensors."""
 
-    __slots__ = ("frames", "output_format", "shard", "clip", "key")
+    __slots__ = ("frames", "output_format", "shard", "clip", "member")
     dtype = torch.uint8
 
-    def __init__(self, frames: JpegFrames, output_format: str, raw: RawSample) -> None:
+    def __init__(self, frames: JpegFrames | RawPixels, output_format: str, raw: RawSample) -> None:
         self.frames, self.output_format = frames, output_format
-        self.shard, self.clip, self.key = raw.shard, raw.clip, raw.key
+        self.shard, self.clip = raw.shard, raw.clip
+        self.member = f"{raw.key}.{VIDEO_MEMBER if isinstance(frames, RawPixels) else 'fNNNN.jpg'}"
 
     @property
     def shape(self) -> torch.Size:
@@ -346,7 +341,7 @@ class DeferredVideo:
         try:
             self.frames.decode_into(out)
         except ShardFormatError as exc:
-            raise ShardReadError(self.shard, self.clip, f"{self.key}.fNNNN.jpg", str(exc)) from exc
+            raise ShardReadError(self.shard, self.clip, self.member, str(exc)) from exc
 
     def tensor(self) -> torch.Tensor:
         out = np.empty(self.frames.shape, dtype=np.uint8)
@@ -358,11 +353,11 @@ class DeferredVideo:
 def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Callable[[torch.Tensor], Any]],
               raw: Optional[RawSample] = None) -> tuple[Any, torch.Tensor, int]:
     """torchvision's ``(video, audio, label)``: video uint8 THWC, or TCHW as a permuted view
-    (as torchvision makes it); ``transform`` sees the video only. A deferred JPEG video (see
-    :func:`decode`) becomes a :class:`DeferredVideo` of ``raw``."""
-    if isinstance(sample["video"], JpegFrames):
+    (as torchvision makes it); ``transform`` sees the video only. A deferred video (JPEG frames
+    not decoded, raw pixels not read: see :func:`decode`) becomes a :class:`DeferredVideo` of ``raw``."""
+    if isinstance(sample["video"], (JpegFrames, RawPixels)):
         if raw is None or transform is not None:
-            raise ValueError("a deferred JPEG video needs its RawSample and no transform")
+            raise ValueError("a deferred video needs its RawSample and no transform")
         return DeferredVideo(sample["video"], output_format, raw), _tensor(sample["audio"]), int(sample["label"])
     video = _tensor(sample["video"])
     if output_format == "TCHW":
@@ -410,11 +405,16 @@ class SampleReader:
         raw.limits = self.limits
         return raw
 
-    def fetch(self, g: int) -> RawSample:
-        """Clip ``g`` by one ranged read of its bytes."""
+    def fetch(self, g: int, defer: bool = False) -> RawSample:
+        """Clip ``g`` by one ranged read of its bytes (``defer``: a large local raw clip's
+        pixels are left for the collate to read into the batch, see :mod:`.pixels`)."""
         shard, row = self._located(g)
         url = self.index.transport.url_of(shard.name)
         off, length = int(row[0]), int(row[1])
+        if defer and length >= MIN_POOLED and len(row) > LEGACY_COLUMNS and self.index.transport.location.is_local:
+            head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits)
+            if head is not None:
+                return head
         try:
             buf = self.index.transport.read_buffer(shard.name, off, off + length)
         except (OSError, ValueError) as exc:
@@ -437,30 +437,31 @@ class SampleReader:
             out.append(self.checked(buf, url, g, row))
         return out
 
-    def stream(self, segs: Iterable[Segment]) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+    def stream(self, segs: Iterable[Segment], defer: bool = False) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         """``(position, sample or error)`` for every clip of the segments, in order.
 
         Each segment of several clips is read as one sequential stream (a single clip: one
         ranged read). When the stream fails (short read, I/O error), the rest of that segment
         is read clip by clip by direct access, so damage in one place costs only the clips it
-        touches.
+        touches. ``defer``: see :meth:`fetch`.
         """
         for seg in segs:
-            yield from self._segment(seg)
+            yield from self._segment(seg, defer)
 
-    def in_order(self, clips: np.ndarray, order: Iterator[int], skip: int = 0) -> Iterator[RawSample | ShardReadError]:
+    def in_order(self, clips: np.ndarray, order: Iterator[int], skip: int = 0,
+                 defer: bool = False) -> Iterator[RawSample | ShardReadError]:
         """Clips ``clips[order[skip:]]`` (``order``: read positions, as a shuffle buffer emits
         them; the first ``skip`` are consumed unread), each a sample or the error reading it.
 
         Read sequentially (:meth:`stream`) from the first position not yet read before ``skip``,
         holding what is read ahead of its turn; clips read before that (held in the buffer when
-        a position was saved) are fetched by direct access.
+        a position was saved) are fetched by direct access. ``defer``: see :meth:`fetch`.
         """
         n = len(clips)
         if skip >= n:
             return
         cursor = max(itertools.islice(order, skip)) + 1 if skip else 0
-        stream = self.stream(iter_segments(clips, self.index.shard_of(clips), cursor))
+        stream = self.stream(iter_segments(clips, self.index.shard_of(clips), cursor), defer)
         held: dict[int, RawSample | ShardReadError] = {}
         next_pos = cursor
         for p in itertools.islice(order, n - skip):
@@ -475,10 +476,10 @@ class SampleReader:
                         break
                     held[q] = got
             else:
-                item = _or_error(self.fetch, int(clips[p]))
+                item = _or_error(self.fetch, int(clips[p]), defer)
             yield item
 
-    def _segment(self, seg: Segment) -> Iterator[tuple[int, RawSample | ShardReadError]]:
+    def _segment(self, seg: Segment, defer: bool) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         index = self.index
         shard = index.shards[seg.shard]
         url = index.transport.url_of(shard.name)
@@ -489,8 +490,10 @@ class SampleReader:
                 yield seg.pos + j, ShardReadError(index.offsets.url, seg.first + j, None, str(exc))
             return
         done = 0
-        if seg.count > 1:
-            start, end = int(rows[0, 0]), int(rows[-1, 0] + rows[-1, 1])
+        start, end = int(rows[0, 0]), int(rows[-1, 0] + rows[-1, 1])
+        # large local raw clips whose pixels go straight to the batch: clip by clip (see .pixels)
+        direct = defer and index.transport.location.is_local and (end - start) // seg.count >= MIN_POOLED
+        if seg.count > 1 and not direct:
             try:
                 reader = index.transport.open_range(shard.name, start, end, size=shard.bytes)
             except OSError as exc:
@@ -501,7 +504,31 @@ class SampleReader:
                         yield seg.pos + j, item
                         done = j + 1
         for j in range(done, seg.count):
-            yield seg.pos + j, _or_error(self.fetch, seg.first + j)
+            yield seg.pos + j, _or_error(self.fetch, seg.first + j, defer)
+
+
+def _unread_pixels(transport: Transport, shard: ShardEntry, url: str, g: int, row: np.ndarray,
+                   limits: ClipLimits) -> Optional[RawSample]:
+    """Clip ``g`` (offsets row ``row``) with its raw pixels not read yet (a
+    :class:`~.pixels.RawPixels`: the collate reads them and checks the clip's checksum); its head
+    is read now and its key checked. None when it is not laid out for that (read it whole)."""
+    off, length = int(row[0]), int(row[1])
+    try:
+        head = transport.read_buffer(shard.name, off, off + min(length, HEAD_BYTES))
+    except (OSError, ValueError) as exc:
+        raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + HEAD_BYTES}) failed: {exc}") from exc
+    scanned = scan_head(head, length)
+    if scanned is None:
+        return None
+    key, fields, start, size = scanned
+    raw = RawSample(g, url, key, fields, label=int(row[3]), limits=limits)
+    if key != key_of_number(int(row[2])):
+        verify_read(raw, head, row)  # raises, naming the sample the shard holds instead
+    try:
+        raw.pixels = RawPixels.at(transport, shard.name, off, head, (start, size), length, int(row[4]))
+    except ShardFormatError as exc:
+        raise ShardReadError(url, g, f"{key}.{VIDEO_MEMBER}", str(exc)) from exc
+    return raw
 
 
 def _read_run(reader: RangeReader, rows: np.ndarray, url: str, first: int,

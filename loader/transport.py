@@ -126,6 +126,15 @@ class Transport:
         shard truncated while mapped killed the process with SIGBUS."""
         return self.read_buffer(name, start, end)
 
+    def read_into(self, name: str, start: int, buffers: list[memoryview | bytearray]) -> int:
+        """Local files only: bytes from ``start`` straight into ``buffers`` in turn (no copy in
+        between: raw pixels go into their batch this way); returns how many were read, fewer
+        only where the file ends."""
+        if not isinstance(self._files, LocalFiles):
+            raise ValueError(f"{self.url}: read_into reads local files only")
+        check_range(self.url_of(name), start, None)
+        return self._files.read_into(name, start, buffers)
+
     def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         check_range(self.url_of(name), start, end)
         if isinstance(self._files, RemoteFiles):

@@ -951,3 +951,34 @@ def test_readers_racing_a_writer_that_rewrites_a_shard_in_place(big_raw, tmp_pat
         thread.join()
     assert held and errors, f"the race was not run: {len(held)} clips, {errors} errors"
     assert all(ident(item) == big_raw.clips[g] for g, item in held), "a tensor changed after it was read"
+
+
+def _loader_idents(out: Path, workers: int) -> list[Ident]:
+    ds = StreamingKinetics(out, shuffle=False, output_format="THWC")
+    return [ident((v, a[:, : int(n)], y)) for b in ds.loader(batch_size=2, num_workers=workers)
+            for v, a, y, n in zip(b.video, b.audio, b.label, b.audio_lengths)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_raw_pixels_read_straight_into_the_batch_are_checked(big_raw, tmp_path, workers):
+    """Under ClipLoader a large raw clip's pixels are read into the batch, then its checksum is
+    checked: the batches are the clips, and a flipped pixel or a shard cut short is an error."""
+    from clipshards.loader.pixels import RawPixels
+    from clipshards.loader.reader import DeferredVideo
+
+    ds = StreamingKinetics(big_raw.split.parent, shuffle=False)
+    with ds.decoding_in_collate(True):
+        video = next(iter(ds))[0]
+    assert isinstance(video, DeferredVideo) and isinstance(video.frames, RawPixels), "the pixels were read with the head"
+    got = _loader_idents(big_raw.split.parent, workers)
+    assert sorted(got) == sorted(big_raw.clips) and (workers or got == big_raw.clips)
+    split = copy_split(big_raw, tmp_path)
+    shard = split / big_raw.index["shards"][0]["name"]
+    data = bytearray(shard.read_bytes())
+    data[int(big_raw.offsets[1, 0] + big_raw.offsets[1, 1]) - 4096] ^= 0x10  # a pixel of clip 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardReadError, match=r"clip 1, member '\d{8}_\d{6}.video.npy': its bytes differ"):
+        _loader_idents(split.parent, workers)
+    shard.write_bytes(bytes(data[: int(big_raw.offsets[1, 0]) + (1 << 20)]))
+    with pytest.raises(ShardReadError, match="truncated"):
+        _loader_idents(split.parent, workers)

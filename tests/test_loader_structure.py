@@ -26,7 +26,7 @@ LAYERS = [
     ["arguments"],
     ["video_reader"],  # the videos layout: clips cut out of whole videos
     ["reader"],  # clips out of shards
-    ["index"],
+    ["index", "pixels"],  # pixels: raw clips read straight into their batch
     ["offsets"],
     ["transport"],  # the one door for every byte read
     ["remote", "local"],
