@@ -100,6 +100,8 @@ def write_index(
         "shards": shard_rows,
         "videos": [v.to_json() for v in videos],
     }
+    if layout.annotations is not None:
+        index["annotations"] = layout.annotations  # UCF101/HMDB51: the files the folds were read from
     if opts.layout == LAYOUT_VIDEOS:
         index.update(write_video_table(loc, opts, shards, videos))
     report.videos, report.shards, report.clips, report.bytes = videos, shard_rows, clips, total_bytes
@@ -131,8 +133,6 @@ def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], 
     report = ConvertReport(out=url, split=split, plan=report_json.get("plan"), discovery=list(report_json.get("discovery") or []))
     report.videos = [VideoRecord.from_json(v) for v in index["videos"]]
     report.shards = list(index["shards"])
-    if layout.annotations is not None:
-        index["annotations"] = layout.annotations  # UCF101/HMDB51: the files the folds were read from
     report.clips = int(index["counts"]["clips"])
     report.bytes = int(index["counts"]["bytes"])
     report.resumed_shards = len(report.shards)
