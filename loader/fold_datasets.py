@@ -17,7 +17,6 @@ too, for any values (clips cut when loading). The streaming forms read the ``cli
 
 from __future__ import annotations
 
-import operator
 import os
 from typing import Any, ClassVar, Optional
 
@@ -78,24 +77,12 @@ class _FoldDataset(IndexedKinetics):
     def get_clip_location(self, i: int) -> tuple[int, int]:
         """``(video_idx, clip_idx)`` of item ``i``, ``video_idx`` counting the fold and split's
         videos (as torchvision's subset does; ``with_ids`` items carry the root-wide index)."""
-        local = self._local(i)
+        local = self._position(i)
         k = int(np.searchsorted(self.selection.ends, local, side="right"))
         return k, local - int(self.selection.ends[k] - self.selection.counts[k])
 
-    def _local(self, i: int) -> int:
-        try:
-            k = operator.index(i)
-        except TypeError:
-            raise TypeError(f"{type(self).__name__} indices are integers, got {type(i).__name__}") from None
-        n = len(self)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"clip {i} out of range for {n} clips")
-        return k
-
     def _clip(self, i: int) -> int:
-        return int(self.selection.global_clips(self._local(i)))
+        return int(self.selection.global_clips(self._position(i)))
 
 
 class UCF101(_FoldDataset):

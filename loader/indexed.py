@@ -111,17 +111,22 @@ class IndexedKinetics(ClassesFromIndex, Dataset):
         return video, g - int(ends[video] - self.clips_per_video[video])
 
     # -- items ----------------------------------------------------------------------------------
-    def _clip(self, i: int) -> int:
+    def _position(self, i: int) -> int:
+        """Item ``i`` as a position in ``0 .. len(self) - 1`` (negative counts from the end)."""
         try:
-            g = operator.index(i)
+            k = operator.index(i)
         except TypeError:
-            raise TypeError(f"IndexedKinetics indices are integers, got {type(i).__name__}") from None
+            raise TypeError(f"{type(self).__name__} indices are integers, got {type(i).__name__}") from None
         n = len(self)
-        if g < 0:
-            g += n
-        if not 0 <= g < n:
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
             raise IndexError(f"clip {i} out of range for {n} clips")
-        return g
+        return k
+
+    def _clip(self, i: int) -> int:
+        """The global clip of item ``i`` (subsets such as a fold map positions to clips)."""
+        return self._position(i)
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         return self.__getitems__([i])[0] if self._videos is not None else self._output(self._reader.fetch(self._clip(i)), i)
