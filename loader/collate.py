@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -97,13 +98,26 @@ def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: li
         total += math.prod(shape) * itemsize(dtype)
     memory = allocate(total)
     video, audio, label, lengths, channels = (carve(memory, off, shape, dtype) for (shape, dtype), off in zip(layout, offsets))
-    audio.zero_()
-    for i, a in enumerate(audios):
-        audio[i, : a.shape[0], : a.shape[1]] = a
-    label.copy_(torch.tensor(labels, dtype=torch.int64))
-    lengths.copy_(torch.tensor([a.shape[1] for a in audios], dtype=torch.int64))
-    channels.copy_(torch.tensor([a.shape[0] for a in audios], dtype=torch.int64))
+    _pad_audio(audios, audio)
+    label.numpy()[:] = labels
+    lengths.numpy()[:] = [a.shape[1] for a in audios]
+    channels.numpy()[:] = [a.shape[0] for a in audios]
     return ClipBatch(video=_stack(videos, video), audio=audio, label=label, audio_lengths=lengths, audio_channels=channels)
+
+
+def _pad_audio(audios: list[torch.Tensor], out: torch.Tensor) -> None:
+    """Each clip's ``[k, l]`` audio into ``out[i, :k, :l]``, the rest zero. Copied in this
+    thread (NumPy): torch would split these sub-megabyte copies over its intra-op threads, and
+    waiting for a thread the loaded machine has not scheduled cost the collate 40% of its time."""
+    target = out.numpy()
+    for i, a in enumerate(audios):
+        k, n = a.shape
+        try:
+            np.copyto(target[i, :k, :n], a.numpy(), casting="unsafe")
+        except (TypeError, RuntimeError):  # not a plain CPU tensor (a GPU one, bfloat16, requires grad)
+            out[i, :k, :n] = a
+        target[i, k:] = 0
+        target[i, :k, n:] = 0
 
 
 def _stack(videos: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
