@@ -31,7 +31,7 @@ from .packer import ShardPacker
 from .plan import Plan, growth_problem, make_plan, probe_entry, probe_entry_header
 from .report import ConvertReport, VideoRecord
 from .resume import PROGRESS_DIR, DoneMarkers
-from .schema import INDEX_NAME, OFFSETS_NAME, REPORT_NAME, dumps_json
+from .schema import INDEX_NAME, LAYOUT_CLIPS, LAYOUT_VIDEOS, OFFSETS_NAME, REPORT_NAME, dumps_json, shard_name
 from .spool import SPOOL_DIR, Spool, remove_orphan_spools
 from .video_sample import VIDEOS_TABLE_NAME
 from .units import human_bytes
@@ -84,6 +84,7 @@ def convert(
         redact(storage_options),
     )
     reach(loc, timeout=opts.resolved_connect_timeout)  # no credentials, no access, no endpoint: said now, in one line
+    opts = _earlier_layout(loc, layout, opts)
     fingerprint = _fingerprint(layout, opts)
     if engine == "local":
         remove_orphan_spools()
@@ -194,6 +195,26 @@ def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
     return hashlib.sha256(dumps_json(desc)).hexdigest()
 
 
+def _earlier_layout(loc: Location, layout: DatasetLayout, opts: ConvertOptions) -> ConvertOptions:
+    """``opts`` with the other layout when the layout was not given and ``loc`` holds this very
+    conversion (its index's options, or a killed run's first done-marker) in that layout: an
+    output made before the default became videos for S < T is rerun or resumed, not refused."""
+    if not opts.layout_auto:
+        return opts
+    was = LAYOUT_CLIPS if opts.layout == LAYOUT_VIDEOS else LAYOUT_VIDEOS
+    other = opts.keep_layout(was, f"the layout {loc.url} was converted with (no --layout given)")
+    index = read_json(loc, INDEX_NAME)
+    if index is not None:
+        same = index.get("options") == other.output_options()
+    else:
+        marker = read_json(loc, f"{PROGRESS_DIR}/{shard_name(opts.split, 0)}.json")
+        same = marker is not None and marker.get("fingerprint") == _fingerprint(layout, other)
+    if not same:
+        return opts
+    logger.info("%s holds this conversion in the %s layout: keeping it (pass --layout to choose)", loc.url, was)
+    return other
+
+
 def _input_change(index: Mapping[str, Any], layout: DatasetLayout, opts: ConvertOptions) -> str:
     """How the input differs from what ``index`` was converted from, when its options are these."""
     if index.get("options") != opts.output_options() or index.get("classes") != list(layout.classes):
@@ -209,6 +230,7 @@ def _option_changes(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
     """``"name: old -> new"`` for each output option that differs between an index and this run
     (an option an index leaves out had its default)."""
     defaults = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
+    defaults["layout"] = LAYOUT_CLIPS  # an index without one is of the clips layout
 
     def value(options: Mapping[str, Any], name: str) -> Any:
         v = options.get(name, defaults.get(name))

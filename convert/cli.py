@@ -70,10 +70,11 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audio-channels", type=int, default=None, help="audio channel count to remix to")
     g = p.add_argument_group("storage")
     g.add_argument(
-        "--layout", choices=("clips", "videos"), default=None,
-        help="clips: one sample per clip, T/S/frame rate fixed now (default); videos: each video stored once, "
-        "clips cut when loading with any T/S/frame rate (these flags are then the loaders' defaults); the plan "
-        "prints both sizes",
+        "--layout", choices=("clips", "videos", "auto"), default=None,
+        help="clips: one sample per clip, T/S/frame rate fixed now; videos: each video stored once, clips cut when "
+        "loading with any T/S/frame rate (these flags are then the loaders' defaults); auto (default): videos when "
+        "--step-between-clips < --frames-per-clip (overlapping clips), else clips. The plan prints both sizes "
+        "and the layout chosen",
     )
     g.add_argument("--codec", choices=("raw", "jpeg"), default=None, help="raw: lossless uint8 frames (default); jpeg: one JPEG per frame")
     g.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality 1-100 (default 90)")

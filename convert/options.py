@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from .folds import DATASETS, FOLD_DATASETS, FOLD_EXTENSIONS, FOLDS_SPLIT, KINETICS
 from .layout import normalize_extensions
-from .schema import CHECKSUMS, CODECS, LAYOUT_CLIPS, LAYOUTS
+from .schema import CHECKSUMS, CODECS, LAYOUT_CLIPS, LAYOUT_VIDEOS, LAYOUTS
 from .storage_errors import CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT, connect_timeout_from_env, connect_timeout_ok
 
 if sys.version_info >= (3, 11):
@@ -18,7 +18,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConvertOptions", "load_config", "SPLITS", "GROWTH_LIMIT", "CONNECT_TIMEOUT", "connect_timeout_from_env"]
+__all__ = [
+    "ConvertOptions",
+    "load_config",
+    "default_layout",
+    "SPLITS",
+    "GROWTH_LIMIT",
+    "CONNECT_TIMEOUT",
+    "LAYOUT_AUTO",
+    "connect_timeout_from_env",
+]
 
 SPLITS = ("train", "val", "test", FOLDS_SPLIT)
 """Output split folders: Kinetics' split folders, and ``all`` for a UCF101/HMDB51 conversion."""
@@ -29,6 +38,8 @@ DEFAULT_SHARD_SIZE = 256 * 1024 * 1024
 MAX_FRAME_RATE = 1000.0
 GROWTH_LIMIT = 20
 """A planned output over this many times the input (or over the free space) needs ``yes=True`` (``--yes``)."""
+LAYOUT_AUTO = "auto"
+"""``layout="auto"`` (or None, the default): :func:`default_layout` chooses."""
 YES_ENV = "CLIPSHARDS_YES"
 """``CLIPSHARDS_YES=1`` in the environment: ``yes=True`` for every run (batch jobs, CI)."""
 
@@ -47,6 +58,17 @@ INT_RANGES: dict[str, tuple[int, int, str]] = {  # option: (lowest, highest, wha
 }
 """Accepted ranges of the integer options: a value outside is refused when the options are made,
 not found out hours into a run (or never: some made the run hang)."""
+
+
+def default_layout(frames_per_clip: int, step_between_clips: int) -> tuple[str, str]:
+    """The layout a conversion gets when none is given, and why: ``videos`` when clips overlap
+    (``step_between_clips < frames_per_clip``: the clips layout would store each frame up to
+    T/S times), else ``clips`` (each frame at most once, and the fastest to read)."""
+    T, S = frames_per_clip, step_between_clips
+    if S < T:
+        return LAYOUT_VIDEOS, (f"the default when clips overlap (step {S} < {T} frames per clip): the clips layout "
+                               f"would store each frame up to {T / S:.3g}x (--layout clips to have it anyway)")
+    return LAYOUT_CLIPS, f"the default when clips do not overlap (step {S} >= {T} frames per clip)"
 
 
 @dataclass(frozen=True)
@@ -85,8 +107,10 @@ class ConvertOptions:
     checksum: str = CHECKSUMS[0]
     # "clips": one sample per clip (T, S and the frame rate fixed now); "videos": one sample per
     # video, every frame once, clips cut when loading (T, S and the frame rate are then the
-    # loaders' defaults). Recorded in the index only for "videos": a clips output's bytes predate it.
-    layout: str = LAYOUT_CLIPS
+    # loaders' defaults). None or "auto": default_layout's choice (videos when S < T), made here,
+    # so that the index records the layout written. Recorded in the index only for "videos": a
+    # clips output's bytes predate the option.
+    layout: Optional[str] = None
     dataset: str = field(default=KINETICS, metadata={"recorded_unless": KINETICS})  # ROOT's layout, see .folds
     # run-only options: they change how the work is done, never the bytes written
     decoder_threads: int = field(default=1, metadata={"run_only": True})
@@ -98,6 +122,8 @@ class ConvertOptions:
     yes: bool = field(default=False, metadata={"run_only": True})
     # seconds to keep trying an object store OUT that cannot be reached (None: $CLIPSHARDS_CONNECT_TIMEOUT or 10)
     connect_timeout: Optional[float] = field(default=None, metadata={"run_only": True})
+    # why the layout is what it is when it was not given ("" when given): see default_layout
+    layout_note: str = field(default="", init=False, repr=False, compare=False, metadata={"run_only": True})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -127,8 +153,14 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
-        if self.layout not in LAYOUTS:
-            bad("layout", f"must be one of {LAYOUTS} (clips: one sample per clip; videos: clips cut when loading)")
+        if self.layout is None or self.layout == LAYOUT_AUTO:
+            layout, note = default_layout(self.frames_per_clip, self.step_between_clips)
+            object.__setattr__(self, "layout", layout)
+            object.__setattr__(self, "layout_note", note)
+        elif self.layout not in LAYOUTS:
+            bad("layout", f"must be one of {LAYOUTS}, or {LAYOUT_AUTO!r}/None for the default (clips: one sample per "
+                          "clip; videos: clips cut when loading; the default: videos when step_between_clips < "
+                          "frames_per_clip)")
         if not isinstance(self.yes, bool):
             bad("yes", "must be True or False")
         if self.connect_timeout is not None and not connect_timeout_ok(self.connect_timeout):
@@ -151,6 +183,23 @@ class ConvertOptions:
                                                                  if self.split == FOLDS_SPLIT else ""))
         if folds and str(self.num_classes) != "400":
             bad("num_classes", f"is Kinetics' variant; {self.dataset}'s classes are its folders: leave it unset")
+
+    @property
+    def layout_auto(self) -> bool:
+        """The layout was not given: :func:`default_layout` chose it (or an earlier run's, see
+        :meth:`keep_layout`)."""
+        return bool(self.layout_note)
+
+    def layout_reason(self) -> str:
+        """Why the layout is :attr:`layout`, for the plan: the default's reason, or that it was given."""
+        return self.layout_note or "as given (--layout, layout=)"
+
+    def keep_layout(self, layout: str, why: str) -> "ConvertOptions":
+        """These options with ``layout``, still counted as not given: the layout an earlier run
+        of this same conversion used (an output converted before the default's rule, resumed)."""
+        kept = dataclasses.replace(self, layout=layout)
+        object.__setattr__(kept, "layout_note", why)
+        return kept
 
     @property
     def resolved_yes(self) -> bool:
@@ -181,6 +230,9 @@ class ConvertOptions:
         return out
 
     def replace(self, **changes: Any) -> "ConvertOptions":
+        """A copy with ``changes``; a layout that was not given is chosen again for the new values."""
+        if self.layout_auto and "layout" not in changes:
+            changes["layout"] = None
         return dataclasses.replace(self, **changes)
 
 
@@ -198,7 +250,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_config_keys(data: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    known = {f.name for f in fields(ConvertOptions)}
+    known = {f.name for f in fields(ConvertOptions) if f.init}
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")

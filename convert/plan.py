@@ -72,6 +72,7 @@ class Plan:
     bytes_clips: int = 0  # estimated output of either layout
     bytes_videos: int = 0
     layout: str = LAYOUT_CLIPS
+    layout_reason: str = ""  # why this layout (ConvertOptions.layout_reason)
 
     @property
     def reuse(self) -> float:
@@ -96,6 +97,8 @@ class Plan:
                 LAYOUT_CLIPS: {"estimated_bytes": self.bytes_clips, "frames": round(self._ratio(self.frames_stored), 3)},
                 LAYOUT_VIDEOS: {"estimated_bytes": self.bytes_videos, "frames": 1.0 if self.frames_source else 0.0},
                 "recommended": self.recommended,
+                "chosen": self.layout,
+                "why": self.layout_reason,
             },
         }
 
@@ -111,7 +114,7 @@ class Plan:
             f"estimated output ~{human_bytes(self.bytes)} ({options.codec}, {self.layout} layout); "
             f"stored size: clips layout ~{human_bytes(self.bytes_clips)} ({self._ratio(self.frames_stored):.1f}x the source's "
             f"frames), videos layout ~{human_bytes(self.bytes_videos)} (1.0x: each frame once, clips cut when loading); "
-            f"recommended: --layout {self.recommended}"
+            f"recommended: --layout {self.recommended}; layout {self.layout}: {self.layout_reason or options.layout_reason()}"
         )
 
 
@@ -130,13 +133,14 @@ def growth_problem(plan: Plan, options: ConvertOptions, input_bytes: int, free_b
     ratio = f"{plan.bytes / input_bytes:,.0f}x" if input_bytes else "more than"
     free = human_bytes(free_bytes) if free_bytes is not None else "unknown (object storage)"
     fixes = []
-    if plan.reuse > 1.05:
+    overlap = plan.reuse > 1.05 and options.layout == LAYOUT_CLIPS  # the videos layout stores each frame once anyway
+    if overlap:
         fixes.append(f"--step-between-clips {options.frames_per_clip} (each frame stored once; "
                      f"now {plan.reuse:.1f}x with a step of {options.step_between_clips})")
     if options.codec == "raw":
         fixes.append("--codec jpeg (about 10x smaller)")
     fixes.append("a smaller --video-height/--video-width or --frame-rate")
-    if plan.reuse > 1.05:
+    if overlap:
         fixes.append("the videos layout (--layout videos: every frame stored once, clips cut when loading)")
     return (f"the planned output, ~{human_bytes(plan.bytes)}, is {ratio} the input ({human_bytes(input_bytes)} of video)"
             f"{f', more than {GROWTH_LIMIT}x' if over_input else ''}; free space on OUT: {free}"
@@ -145,7 +149,7 @@ def growth_problem(plan: Plan, options: ConvertOptions, input_bytes: int, free_b
 
 
 def make_plan(probes: list[ProbeResult], options: ConvertOptions) -> Plan:
-    plan = Plan(videos=len(probes), layout=options.layout)
+    plan = Plan(videos=len(probes), layout=options.layout, layout_reason=options.layout_reason())
     for r in probes:
         if r.probe is None:
             plan.unreadable[r.index] = r.reason

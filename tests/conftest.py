@@ -37,9 +37,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_converted(tiny_dataset, tmp_path_factory) -> Path:
-    """``tiny_dataset`` converted with T=8, S=4 (raw), one worker; returns OUT."""
+    """``tiny_dataset`` converted with T=8, S=4 (raw, the clips layout), one worker; returns OUT."""
     from clipshards.convert import convert
 
     out = tmp_path_factory.mktemp("tiny_converted")
-    convert(tiny_dataset, out, frames_per_clip=8, step_between_clips=4, workers=1, progress=False, shard_size=200_000)
+    convert(tiny_dataset, out, frames_per_clip=8, step_between_clips=4, layout="clips", workers=1, progress=False,
+            shard_size=200_000)
     return out

@@ -33,8 +33,8 @@ def make_converted(tmp: Path, *, codec: str = "raw", shard_size: int = 500_000, 
         root = tmp / "dataset"
         make_dataset(root, videos_per_class=3, spec=VideoSpec(frames=30))
     out = tmp / f"out-{codec}-{shard_size}"
-    convert(root, out, frames_per_clip=FRAMES_PER_CLIP, step_between_clips=STEP, workers=1, progress=False,
-            shard_size=shard_size, codec=codec)
+    convert(root, out, frames_per_clip=FRAMES_PER_CLIP, step_between_clips=STEP, layout="clips", workers=1,
+            progress=False, shard_size=shard_size, codec=codec)
     return root, out
 
 

@@ -650,7 +650,7 @@ class FaultProxy(_Managed):
 
 # -- comparing conversions ----------------------------------------------------------------
 
-CONVERT_KW = dict(frames_per_clip=8, step_between_clips=4, progress=False, shard_size=200_000)
+CONVERT_KW = dict(frames_per_clip=8, step_between_clips=4, layout="clips", progress=False, shard_size=200_000)
 """The options of ``tiny_converted`` (tests/conftest.py), minus ``workers``."""
 
 _RUN_ONLY_REPORT_FIELDS = ("out", "seconds", "resumed_shards")

@@ -33,7 +33,7 @@ from reference import run_command, tree_bytes
 from servers import CONVERT_KW, assert_same_conversion, gcs_server, s3_server  # noqa: F401  (fixtures)
 from servers import tree_bytes as store_bytes
 
-ARGS = ["-T", "4", "-S", "2", "--shard-size", "200KB", "--no-progress", "-q", "--workers", "1", "--yes"]
+ARGS = ["-T", "4", "-S", "2", "--layout", "clips", "--shard-size", "200KB", "--no-progress", "-q", "--workers", "1", "--yes"]
 HOST = socket.gethostname()
 
 

@@ -105,7 +105,7 @@ def _bad_paths(root: Path) -> dict[str, str]:
 def test_every_bad_kind_is_skipped_and_reported_exit_3(all_bad, tmp_path):
     """The real command in a subprocess: exit status 3, good clips intact and correct."""
     out = tmp_path / "out"
-    proc = run_command([all_bad, out, "-T", T, "-S", "3", "--workers", "2", "--no-progress"])
+    proc = run_command([all_bad, out, "-T", T, "--layout", "clips", "-S", "3", "--workers", "2", "--no-progress"])
     assert proc.returncode == EXIT_SKIPPED, proc.stderr
     bad = _bad_paths(all_bad)
     assert len(bad) == len(KINDS)
@@ -119,7 +119,7 @@ def test_every_bad_kind_is_skipped_and_reported_exit_3(all_bad, tmp_path):
 
 def test_strict_refuses_exit_4_and_writes_no_index(all_bad, tmp_path):
     out = tmp_path / "out"
-    proc = run_command([all_bad, out, "-T", T, "--strict", "--workers", "1", "--no-progress"])
+    proc = run_command([all_bad, out, "-T", T, "--layout", "clips", "--strict", "--workers", "1", "--no-progress"])
     assert proc.returncode == EXIT_STRICT, proc.stderr
     assert "strict" in proc.stderr
     assert not [p for p in out.rglob("*") if p.is_file()]
@@ -133,14 +133,14 @@ def test_each_bad_kind(kind, tmp_path):
     make_bad(kind, root / "train" / "m_bad" / name, tmp_path / "scratch")
     rel = f"train/m_bad/{name}"
     out = tmp_path / "out"
-    assert run_cli(root, out, "-T", T, "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
+    assert run_cli(root, out, "-T", T, "--layout", "clips", "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
     _check_report(out, {rel: words})
     index = json.loads((out / "train" / "index.json").read_bytes())
     assert index["classes"] == ["a_good", "m_bad", "z_good"]  # the bad video's class keeps its label
     assert_same_clips(read_shards(out / "train"), reference_dataset(root, frames_per_clip=T, exclude={rel}))
 
     strict_out = tmp_path / "strict"
-    assert run_cli(root, strict_out, "-T", T, "--workers", "1", "--no-progress", "-q", "--strict",
+    assert run_cli(root, strict_out, "-T", T, "--layout", "clips", "--workers", "1", "--no-progress", "-q", "--strict",
                    "--shard-size", "20KB") == EXIT_STRICT
     assert not (strict_out / "train" / "index.json").exists()
     assert not [p for p in strict_out.rglob("*") if p.is_file()]  # no shard, marker or report left
@@ -148,7 +148,8 @@ def test_each_bad_kind(kind, tmp_path):
 
 def test_all_good_exit_0(tmp_path):
     _good(tmp_path / "ds")
-    assert run_cli(tmp_path / "ds", tmp_path / "out", "-T", T, "--workers", "1", "--no-progress", "-q", "--strict") == 0
+    assert run_cli(tmp_path / "ds", tmp_path / "out", "-T", T, "--layout", "clips", "--workers", "1", "--no-progress",
+                   "-q", "--strict") == 0
     assert (tmp_path / "out" / "train" / "index.json").exists()
 
 
@@ -176,7 +177,7 @@ def test_unexpected_decoder_error_skips_that_video_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(worker, "iter_clips", failing)
     out = tmp_path / "out"
-    assert run_cli(root, out, "-T", T, "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
+    assert run_cli(root, out, "-T", T, "--layout", "clips", "--workers", "1", "--no-progress", "-q") == EXIT_SKIPPED
     _check_report(out, {"train/m_bad/odd.mp4": "decoder error: RuntimeError: simulated decoder failure"})
     assert_same_clips(read_shards(out / "train"), reference_dataset(root, frames_per_clip=T, exclude={"train/m_bad/odd.mp4"}))
 

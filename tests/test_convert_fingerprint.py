@@ -24,7 +24,7 @@ import pytest
 from clipshards.convert.synth import VideoSpec, write_video
 from reference import run_command, tree_bytes
 
-ARGS = ["-T", "4", "-S", "2", "--shard-size", "200KB", "--no-progress", "-q", "--workers", "1", "--yes"]
+ARGS = ["-T", "4", "-S", "2", "--layout", "clips", "--shard-size", "200KB", "--no-progress", "-q", "--workers", "1", "--yes"]
 VIDEOS = ("a/v0.avi", "a/v1.avi", "b/v2.avi", "b/v3.avi")
 
 

@@ -52,7 +52,8 @@ def test_convert_peak_does_not_grow_with_length(videos, tmp_path):
         root = tmp_path / f"ds{n}"
         (root / "train" / "a").mkdir(parents=True)
         (root / "train" / "a" / "v.mp4").symlink_to(videos[n])
-        convert(root, tmp_path / f"out{n}", frames_per_clip=8, step_between_clips=4, workers=1, progress=False)
+        convert(root, tmp_path / f"out{n}", frames_per_clip=8, step_between_clips=4, layout="clips", workers=1,
+                progress=False)
 
     short, long = _peak(lambda: run(100)), _peak(lambda: run(600))
     assert long < 1.3 * short + 64 * 1024, (short, long)

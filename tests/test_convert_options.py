@@ -35,7 +35,7 @@ def mixed(tmp_path_factory) -> Path:
 
 
 def convert_and_compare(root: Path, out: Path, cli: list, *, split: str = "train", **ref_options) -> list:
-    rc = run_cli(root, out, "--workers", "1", "--no-progress", "-q", *cli)
+    rc = run_cli(root, out, "--workers", "1", "--no-progress", "-q", "--layout", "clips", *cli)
     assert rc == 0, rc
     got = read_shards(out / split)
     want = reference_dataset(root, split=split, **ref_options)
@@ -156,7 +156,7 @@ def test_shard_size(mixed, tmp_path):
 
 
 def _convert(root: Path, out: Path, *args) -> Path:
-    assert run_cli(root, out, "--no-progress", "-q", *args) == 0
+    assert run_cli(root, out, "--no-progress", "-q", "--layout", "clips", *args) == 0
     return out
 
 

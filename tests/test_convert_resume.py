@@ -25,7 +25,7 @@ from clipshards.convert.report import EXIT_SKIPPED
 from reference import assert_same_clips, read_shards, reference_dataset, run_command, tree_bytes
 
 BAD = {"train/b b/video_000.5_empty.mp4", "train/b b/video_001.5_short.mp4"}
-ARGS = ["-T", "4", "-S", "2", "--shard-size", "200KB", "--no-progress", "-q"]
+ARGS = ["-T", "4", "-S", "2", "--layout", "clips", "--shard-size", "200KB", "--no-progress", "-q"]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def _dataset(root: Path, names: dict[str, str]) -> Path:
 
 
 def _convert(root: Path, out: Path, *args) -> dict:
-    assert run_cli(root, out, "--workers", "1", "--no-progress", "-q", *args) == 0
+    assert run_cli(root, out, "--workers", "1", "--no-progress", "-q", "--layout", "clips", *args) == 0
     return json.loads((out / "train" / "index.json").read_bytes())
 
 

@@ -86,7 +86,8 @@ def test_chunk_pool_needs_two_buffers():
 def test_reused_spool_slots_give_the_same_bytes_and_are_removed(tiny_dataset, tiny_converted, tmp_path):
     """Two workers: 6 videos through 5 slot files (one rewritten); same bytes as one worker."""
     out = tmp_path / "w2"
-    convert(tiny_dataset, out, frames_per_clip=8, step_between_clips=4, workers=2, progress=False, shard_size=200_000)
+    convert(tiny_dataset, out, frames_per_clip=8, step_between_clips=4, layout="clips", workers=2, progress=False,
+            shard_size=200_000)
     a, b = tree_bytes(tiny_converted), tree_bytes(out)
     assert sorted(a) == sorted(b) and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
     mine = f"{SPOOL_PREFIX}{os.getpid()}-"
@@ -129,7 +130,7 @@ def test_samples_written_straight_from_the_spool_equal_copied_ones(big_clips, tm
     import clipshards.convert.packer as packer
     from clipshards.convert.writer import MIN_DIRECT_VIEW
 
-    opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=6 << 20, progress=False)
+    opts = dict(frames_per_clip=32, step_between_clips=16, layout="clips", shard_size=6 << 20, progress=False)
     calls = []
     real = packer.ShardWriter.add_view
 
@@ -196,7 +197,7 @@ def test_a_disk_that_refuses_sector_aligned_direct_writes_gets_whole_chunks(big_
 
     import clipshards.convert.writer as writer
 
-    opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=6 << 20, progress=False, workers=1)
+    opts = dict(frames_per_clip=32, step_between_clips=16, layout="clips", shard_size=6 << 20, progress=False, workers=1)
     expected = tmp_path / "expected"
     convert(big_clips, expected, **opts)
 
@@ -229,7 +230,7 @@ def test_a_spool_slot_is_not_rewritten_while_the_writer_still_reads_it(big_clips
     import clipshards.convert.writer as writer
 
     # one shard: no shard close (which waits for the writer) between the videos
-    opts = dict(frames_per_clip=32, step_between_clips=16, shard_size=64 << 20, progress=False, workers=1)
+    opts = dict(frames_per_clip=32, step_between_clips=16, layout="clips", shard_size=64 << 20, progress=False, workers=1)
     expected = tmp_path / "expected"
     convert(big_clips, expected, **opts)
     real_write = writer._ShardFile.write

@@ -36,7 +36,7 @@ LISTS = {"ucf101": UCF_LISTS, "hmdb51": HMDB_LISTS}
 
 def convert_args(root: Path, out: Path, dataset: str, ann: Path, *extra) -> list:
     return [root, out, "-T", T, "-S", S, "--dataset", dataset, "--annotation-path", ann, "--workers", 1,
-            "--shard-size", SHARD_SIZE, "--no-progress", "--quiet", *extra]
+            "--shard-size", SHARD_SIZE, "--no-progress", "--quiet", "--layout", "clips", *extra]
 
 
 @pytest.fixture(scope="module", params=["ucf101", "hmdb51"])

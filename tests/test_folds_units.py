@@ -197,8 +197,8 @@ def test_ucf101_size_index_opens_well_under_a_second(tmp_path):
 
     root, ann = make_ucf101(tmp_path / "src")
     out = tmp_path / "out"
-    run_cli(root, out, "-T", 4, "-S", 3, "--dataset", "ucf101", "--annotation-path", ann, "--workers", 1,
-            "--no-progress", "--quiet")
+    run_cli(root, out, "-T", 4, "-S", 3, "--layout", "clips", "--dataset", "ucf101", "--annotation-path", ann,
+            "--workers", 1, "--no-progress", "--quiet")
     index_path = out / "all" / "index.json"
     index = json.loads(index_path.read_bytes())
     model = index["videos"][0]

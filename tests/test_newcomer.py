@@ -191,11 +191,11 @@ def _listing(split_dir: Path) -> list[str]:
 
 
 def test_a_huge_plan_stops_before_writing_and_says_what_to_do(tiny_dataset, tmp_path, monkeypatch, caplog):
-    """torchvision's default step of 1 on the tiny dataset: about 90x its input."""
+    """torchvision's default step of 1 in the clips layout on the tiny dataset: about 90x its input."""
     monkeypatch.delenv("CLIPSHARDS_YES", raising=False)
     out = tmp_path / "out"
     with pytest.raises(OutputTooLarge) as info:
-        convert(tiny_dataset, out, frames_per_clip=8, workers=1, progress=False)
+        convert(tiny_dataset, out, frames_per_clip=8, layout="clips", workers=1, progress=False)
     message = str(info.value)
     assert info.value.exit_code == 2
     assert re.search(r"planned output, ~[\d.]+ MB, is \d+x the input \([\d.]+ KB of video\), more than 20x", message)
@@ -203,22 +203,23 @@ def test_a_huge_plan_stops_before_writing_and_says_what_to_do(tiny_dataset, tmp_
     assert not [n for n in _listing(out / "train") if n.endswith((".tar", ".json"))]  # nothing written
 
     caplog.set_level("WARNING", logger="clipshards.convert.api")
-    report = convert(tiny_dataset, out, frames_per_clip=8, workers=1, progress=False, yes=True)
+    report = convert(tiny_dataset, out, frames_per_clip=8, layout="clips", workers=1, progress=False, yes=True)
     assert report.clips > 0 and (out / "train" / "index.json").exists()
     assert any("planned output" in r.getMessage() and "--yes" not in r.getMessage() for r in caplog.records)
 
 
 def test_the_environment_answers_the_size_question(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPSHARDS_YES", "1")
-    assert convert(tiny_dataset, tmp_path / "out", frames_per_clip=8, workers=1, progress=False).clips > 0
+    assert convert(tiny_dataset, tmp_path / "out", frames_per_clip=8, layout="clips", workers=1, progress=False).clips > 0
     monkeypatch.setenv("CLIPSHARDS_YES", "0")
     with pytest.raises(OutputTooLarge):
-        convert(tiny_dataset, tmp_path / "again", frames_per_clip=8, workers=1, progress=False)
+        convert(tiny_dataset, tmp_path / "again", frames_per_clip=8, layout="clips", workers=1, progress=False)
 
 
 def test_a_dry_run_only_warns(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPSHARDS_YES", raising=False)
-    report = convert(tiny_dataset, tmp_path / "out", frames_per_clip=8, workers=1, progress=False, dry_run=True)
+    report = convert(tiny_dataset, tmp_path / "out", frames_per_clip=8, layout="clips", workers=1, progress=False,
+                     dry_run=True)
     assert report.dry_run and report.plan["estimated_bytes"] > 20 * sum(
         p.stat().st_size for p in tiny_dataset.rglob("*.mp4"))
 
@@ -226,7 +227,7 @@ def test_a_dry_run_only_warns(tiny_dataset, tmp_path, monkeypatch):
 def test_the_cli_prints_one_line_and_exits_2_without_yes(tiny_dataset, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CLIPSHARDS_YES"}
     args = [sys.executable, "-m", "clipshards.convert", str(tiny_dataset), str(tmp_path / "out"), "-T", "8",
-            "--workers", "1", "--no-progress", "-q"]
+            "--layout", "clips", "--workers", "1", "--no-progress", "-q"]
     run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()

@@ -72,6 +72,7 @@ def test_ray_cli_to_s3(ray_cluster, s3_server, tiny_dataset, tiny_converted, tmp
     cmd = [
         sys.executable, "-m", "clipshards.convert", str(tiny_dataset), url, "--engine", "ray",
         "--ray-address", ray_cluster, "--workers", "2", "--frames-per-clip", "8", "--step-between-clips", "4",
+        "--layout", "clips",
         "--shard-size", str(CONVERT_KW["shard_size"]), "--no-progress",
         f"--storage-option=key={opts['key']}", f"--storage-option=secret={opts['secret']}",
         f"--storage-option=client_kwargs.endpoint_url={s3_server.endpoint}",

@@ -109,7 +109,8 @@ def test_killed_conversion_resumes(scheme, sig, nth, request, tiny_dataset, tiny
     with FaultProxy(server.endpoint, [Fault("hold", nth=nth, path="train-000005.tar")]) as proxy:
         cmd = [
             sys.executable, "-m", "clipshards.convert", str(tiny_dataset), url, "--workers", "1",
-            "--frames-per-clip", "8", "--step-between-clips", "4", "--shard-size", str(CONVERT_KW["shard_size"]),
+            "--frames-per-clip", "8", "--step-between-clips", "4", "--layout", "clips",
+            "--shard-size", str(CONVERT_KW["shard_size"]),
             "--no-progress", *_store_flags(server.storage_options(proxy.endpoint)),
         ]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -133,7 +133,7 @@ def test_jpeg_frames_equal_the_clips_layouts(mixed, jpeg_out, tmp_path):
     """The same JPEG encoder and quality: the videos layout's clips decode to the clips layout's pixels."""
     clips_out = tmp_path / "clips"
     assert run_cli(mixed, clips_out, "-T", "5", "-S", "3", "--frame-rate", "15", "--codec", "jpeg", "--workers", "1",
-                   "--no-progress", "-q") == EXIT_SKIPPED
+                   "--no-progress", "-q", "--layout", "clips") == EXIT_SKIPPED
     a = IndexedKinetics(jpeg_out, frames_per_clip=5, step_between_clips=3, frame_rate=15, output_format="THWC")
     b = IndexedKinetics(clips_out, output_format="THWC")
     assert len(a) == len(b) > 0
@@ -148,9 +148,10 @@ def test_same_bytes_whatever_the_workers(mixed, raw_out, tmp_path):
 
 
 def test_clips_layout_output_is_unchanged_by_the_option(mixed, tmp_path):
-    """``layout="clips"`` given or not: the same bytes, and no trace of the option in the index."""
-    assert ConvertOptions(frames_per_clip=4).output_options() == ConvertOptions(frames_per_clip=4, layout="clips").output_options()
-    assert "layout" not in ConvertOptions(frames_per_clip=4).output_options()
+    """``layout="clips"`` given or not (the default for S >= T): the same bytes, and no trace of the option in the index."""
+    assert (ConvertOptions(frames_per_clip=4, step_between_clips=4).output_options()
+            == ConvertOptions(frames_per_clip=4, step_between_clips=4, layout="clips").output_options())
+    assert "layout" not in ConvertOptions(frames_per_clip=4, step_between_clips=4).output_options()
     a = run_cli(mixed, tmp_path / "a", "-T", "4", "-S", "4", "--workers", "1", "--no-progress", "-q")
     b = run_cli(mixed, tmp_path / "b", "-T", "4", "-S", "4", "--workers", "1", "--no-progress", "-q", "--layout", "clips")
     assert a == b == EXIT_SKIPPED
