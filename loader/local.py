@@ -1,23 +1,96 @@
-"""Local files of one folder, read straight into buffers.
+"""Local files of one folder, read straight into buffers, through descriptors kept open.
 
 No retries or cache: the page cache is the cache. Only regular files are opened (a FIFO or a
-device is refused before anything is read), and no read goes past the size a file had when it
-was opened. Nothing is mapped: a clip is copied into memory of its own, so the tensors made from
-it never change when its shard is rewritten, and a shard cut short gives a short read (an error
-naming the clip), never SIGBUS.
+device is refused before anything is read), and no read goes past the size the file has when
+it is read. Nothing is mapped: a clip is copied into memory of its own, so the tensors made
+from it never change when its shard is rewritten, and a shard cut short gives a short read (an
+error naming the clip), never SIGBUS.
+
+Each thread keeps the last :data:`KEEP_OPEN` files it read open (:class:`KeptFiles`): a raw clip
+is then one ``stat`` and one ``preadv``, not an open, checks and a close. The ``stat`` of the
+path finds a file that was replaced (renamed over, deleted, a FIFO put in its place): its inode
+differs, so it is opened afresh and checked as any. A forked child (a DataLoader worker) closes
+its copies of the parent's and opens its own; :meth:`LocalFiles.release` closes them at the end
+of an epoch.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO, Callable, Optional
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Optional, Sequence
 
 from clipshards.convert.storage import Location, open_regular
 
 from .options import TransportOptions
 from .ranges import RangeReader, TransportStats
 
-__all__ = ["LocalFiles"]
+__all__ = ["LocalFiles", "KeptFiles", "KEEP_OPEN", "preadv_full"]
+
+KEEP_OPEN = 8
+"""Files a thread keeps open: a worker reads a few shards at a time (its blocks, in turn)."""
+
+
+def preadv_full(fd: int, buffers: Sequence[memoryview | bytearray], offset: int) -> int:
+    """Bytes from ``offset`` of ``fd`` into ``buffers`` in turn, ``preadv`` after ``preadv`` until
+    they are full or the file ends; returns how many were read."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    got = 0
+    while views:
+        n = os.preadv(fd, views, offset + got)
+        if n <= 0:
+            break
+        got += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+    return got
+
+
+class KeptFiles:
+    """One thread's open files, least recently read closed first beyond ``limit``: name ->
+    ``(fd, st_dev, st_ino)``. Closes them when dropped (thread end, fork, :meth:`close`)."""
+
+    def __init__(self, limit: int = KEEP_OPEN) -> None:
+        self.pid = os.getpid()
+        self.limit = limit
+        self.files: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+
+    def get(self, name: str, st: os.stat_result) -> Optional[int]:
+        """The kept descriptor of ``name`` when it is still the file ``st`` describes (the same
+        device and inode); a kept descriptor of another file is closed."""
+        entry = self.files.get(name)
+        if entry is None:
+            return None
+        if entry[1] == st.st_dev and entry[2] == st.st_ino:
+            self.files.move_to_end(name)
+            return entry[0]
+        self.drop(name)
+        return None
+
+    def put(self, name: str, fd: int, st: os.stat_result) -> None:
+        self.drop(name)
+        self.files[name] = (fd, st.st_dev, st.st_ino)
+        while len(self.files) > self.limit:
+            os.close(self.files.popitem(last=False)[1][0])
+
+    def drop(self, name: str) -> None:
+        entry = self.files.pop(name, None)
+        if entry is not None:
+            os.close(entry[0])
+
+    def close(self) -> None:
+        while self.files:
+            os.close(self.files.popitem()[1][0])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            pass
 
 
 class LocalFiles:
@@ -28,9 +101,16 @@ class LocalFiles:
         self.location = location
         self.options = options
         self.stats = TransportStats()
+        self._local = threading.local()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stats": TransportStats()}
+        state = {**self.__dict__, "stats": TransportStats()}
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def _missing(self, name: str) -> FileNotFoundError:
         return FileNotFoundError(f"{self.location.join_url(name)} does not exist")
@@ -41,55 +121,84 @@ class LocalFiles:
         except FileNotFoundError:
             raise self._missing(name) from None
 
-    def _open(self, name: str) -> BinaryIO:
-        """``name`` opened for reading when it is a regular file (a FIFO or a device is refused
-        before anything is read: see :func:`~clipshards.convert.storage.open_regular`)."""
+    def _kept(self) -> KeptFiles:
+        kept = getattr(self._local, "kept", None)
+        if kept is None or kept.pid != os.getpid():  # after a fork: the parent's copies close here
+            kept = self._local.kept = KeptFiles()
+        return kept
+
+    def _fd(self, name: str) -> tuple[int, int]:
+        """``(descriptor, size)`` of ``name`` now: the one this thread keeps open when the path
+        still names that file, else the file opened afresh (only when it is a regular file: see
+        :func:`~clipshards.convert.storage.open_regular`)."""
+        kept = self._kept()
+        path = self.location.path(name)
         try:
-            return open_regular(self.location.path(name), self.location.join_url(name))
+            st = os.stat(path)
+        except FileNotFoundError:
+            kept.drop(name)
+            raise self._missing(name) from None
+        fd = kept.get(name, st)
+        if fd is not None:
+            return fd, st.st_size
+        try:
+            fh = open_regular(path, self.location.join_url(name))
         except FileNotFoundError:
             raise self._missing(name) from None
+        with fh:
+            fd = os.dup(fh.fileno())  # the descriptor outlives its file object, kept
+        try:
+            st = os.fstat(fd)
+            kept.put(name, fd, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st.st_size
+
+    def release(self) -> None:
+        """Close the files this thread keeps open (the end of an epoch)."""
+        kept = getattr(self._local, "kept", None)
+        if kept is not None and kept.pid == os.getpid():
+            kept.close()
 
     def read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         """Bytes ``[start, end)`` into ``alloc(length)``, cut short where the file ends (its size
-        when opened: a file that grows, or says 0 and never ends as in /proc, is read no further)."""
-        try:
-            with self._open(name) as fh:
-                size = os.fstat(fh.fileno()).st_size
-                end = size if end is None else min(end, size)
-                fh.seek(start)
-                length = max(0, end - start)
-                buf = alloc(length)
-                got = RangeReader(fh, url="", start=start, end=end, on_read=lambda n: None).readinto(buf)
-                if got < length:
-                    buf = buf[:got]
-        except FileNotFoundError:
-            raise self._missing(name) from None
-        self.stats.add(name, len(buf))
+        now: a file that grows, or says 0 and never ends as in /proc, is read no further)."""
+        fd, size = self._fd(name)
+        end = size if end is None else min(end, size)
+        length = max(0, end - start)
+        buf = alloc(length)
+        got = preadv_full(fd, [buf], start)
+        if got < length:
+            buf = buf[:got]
+        self.stats.add(name, got)
         return buf
 
-    def read_into(self, name: str, start: int, buffers: list[memoryview | bytearray]) -> int:
-        """Bytes from ``start`` into ``buffers`` in turn (one ``preadv`` a time, no copy in
-        between); returns how many were read, fewer only where the file ends."""
-        with self._open(name) as fh:
-            fd, want = fh.fileno(), sum(len(b) for b in buffers)
-            views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    def read_into(self, name: str, start: int, buffers: Sequence[memoryview | bytearray], *,
+                  each: Optional[Callable[[memoryview | bytearray], Any]] = None) -> int:
+        """Bytes from ``start`` into ``buffers`` in turn (no copy in between); returns how many
+        were read, fewer only where the file ends. ``each(buffer)``: called as each buffer is
+        filled (then one ``preadv`` a buffer), none after a short one."""
+        fd, _ = self._fd(name)
+        if each is None:
+            got = preadv_full(fd, buffers, start)
+        else:
             got = 0
-            while views:
-                n = os.preadv(fd, views, start + got)
-                if n <= 0:
-                    break
+            for buf in buffers:
+                n = preadv_full(fd, (buf,), start + got)
                 got += n
-                while views and n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                if views and n:
-                    views[0] = views[0][n:]
+                if n < len(buf):
+                    break
+                each(buf)
         self.stats.add(name, got)
-        return min(got, want)
+        return got
 
     def open_range(self, name: str, start: int, end: Optional[int]) -> RangeReader:
         """A sequential reader over bytes ``[start, end)``: one open file, read forward."""
-        fh = self._open(name)
+        try:
+            fh = open_regular(self.location.path(name), self.location.join_url(name))
+        except FileNotFoundError:
+            raise self._missing(name) from None
         try:
             fh.seek(start)
         except BaseException:

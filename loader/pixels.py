@@ -13,6 +13,7 @@ checked, over every byte of it: the batch holds exactly what the converter wrote
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -22,11 +23,15 @@ from clipshards.convert.schema import VIDEO_MEMBER, ShardFormatError, clip_check
 
 from .transport import Transport
 
-__all__ = ["HEAD_BYTES", "RawPixels", "plain_header", "scan_head"]
+__all__ = ["HEAD_BYTES", "PIXEL_CHUNK", "RawPixels", "plain_header", "scan_head"]
 
 HEAD_BYTES = 256 * 1024
-"""Bytes read first of a clip whose pixels go straight into the batch; a clip whose members before
-the pixels do not fit (long audio) is read whole instead."""
+"""Bytes read first of a clip whose pixels go straight into the batch, until a clip showed where
+its pixels start (a reader then reads just that much); a clip whose members before the pixels
+do not fit (long audio) is read whole instead."""
+PIXEL_CHUNK = 512 * 1024
+"""Pixels are read into the batch in pieces of this size, each hashed at once, while it is still
+in the core's cache: hashing a clip afterwards, from memory, cost a third of reading it."""
 _USTAR = b"ustar\x0000"
 _BLOCK = 512
 
@@ -35,27 +40,39 @@ def _octal(field: bytes) -> int:
     return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
-def plain_header(hdr: bytes) -> Optional[tuple[str, int]]:
+def plain_header(hdr: bytes, *, verify: bool = True) -> Optional[tuple[str, int]]:
     """``(member name, data size)`` of a 512-byte tar header as the converter writes it (POSIX
-    ustar, a regular file, a valid checksum); None for anything else."""
+    ustar, a regular file, a valid checksum); None for anything else. ``verify=False`` skips
+    the header's own checksum, for a clip whose every byte is checked against its XXH3 anyway."""
     if hdr[257:265] != _USTAR or hdr[156] not in (0x30, 0) or hdr[345] != 0 or hdr[124] & 0x80:
         return None
-    if _octal(hdr[148:156]) != 256 + sum(hdr[:148]) + sum(hdr[156:]):
+    if verify and _octal(hdr[148:156]) != 256 + sum(hdr[:148]) + sum(hdr[156:]):
         return None
     return hdr[:100].split(b"\0", 1)[0].decode("ascii"), _octal(hdr[124:136])
 
 
-def scan_head(view: memoryview, length: int) -> Optional[tuple[str, dict[str, memoryview], int, int]]:
+def _npy_header_end(view: memoryview, start: int) -> int:
+    """Where the npy header that starts at ``start`` of ``view`` ends (past ``len(view)`` when
+    ``view`` does not hold it whole, or holds no npy magic there)."""
+    if len(view) < start + 12 or view[start:start + 6] != b"\x93NUMPY":
+        return len(view) + 1
+    if view[start + 6] == 1:
+        return start + 10 + int.from_bytes(view[start + 8:start + 10], "little")
+    return start + 12 + int.from_bytes(view[start + 8:start + 12], "little")
+
+
+def scan_head(view: memoryview, length: int, *, verify: bool = True) -> Optional[tuple[str, dict[str, memoryview], int, int]]:
     """A clip of ``length`` bytes whose first bytes are ``view``, when laid out as the converter
     writes a raw clip (members of one key, the video last): ``(key, the members before the video,
     where the video's data starts in the clip, its size)``, with the video's npy header inside
-    ``view``. None for anything else (the clip is then read whole, and checked as any)."""
+    ``view``. None for anything else (the clip is then read whole, and checked as any).
+    ``verify``: see :func:`plain_header`."""
     n, pos = len(view), 0
     key: Optional[str] = None
     fields: dict[str, memoryview] = {}
     try:
         while pos + _BLOCK <= n:
-            member = plain_header(bytes(view[pos: pos + _BLOCK]))
+            member = plain_header(bytes(view[pos: pos + _BLOCK]), verify=verify)
             if member is None:
                 return None
             k, dot, field = member[0].partition(".")
@@ -64,7 +81,7 @@ def scan_head(view: memoryview, length: int) -> Optional[tuple[str, dict[str, me
             key, start, size = k, pos + _BLOCK, member[1]
             if field == VIDEO_MEMBER:
                 last = start + size + (-size) % _BLOCK == length
-                return (key, fields, start, size) if last and start + 4096 <= n else None
+                return (key, fields, start, size) if last and _npy_header_end(view, start) <= min(n, start + size) else None
             if start + size > n:
                 return None
             fields[field] = view[start: start + size]
@@ -76,16 +93,17 @@ def scan_head(view: memoryview, length: int) -> Optional[tuple[str, dict[str, me
 
 class RawPixels:
     """The pixels of one raw clip, not read yet: bytes ``[start, start + T*H*W*3)`` of shard
-    ``name``. :meth:`decode_into` reads them into the caller's memory and then checks the clip's
-    checksum over ``before`` (its bytes up to the pixels), the pixels and the ``after`` bytes
-    that end the clip (the member's padding)."""
+    ``name``. :meth:`decode_into` reads them into the caller's memory and checks the clip's
+    checksum over its bytes up to the pixels (hashed when the head was read: ``hashed``), the
+    pixels and the ``after`` bytes that end the clip (the member's padding). ``lead``: how many
+    bytes of the clip come before its pixels."""
 
-    __slots__ = ("transport", "name", "start", "shape", "before", "after", "checksum")
+    __slots__ = ("transport", "name", "start", "shape", "lead", "hashed", "after", "checksum")
 
-    def __init__(self, transport: Transport, name: str, start: int, shape: tuple[int, int, int, int],
-                 before: bytes, after: int, checksum: int) -> None:
-        self.transport, self.name, self.start, self.shape = transport, name, start, shape
-        self.before, self.after, self.checksum = before, after, checksum
+    def __init__(self, transport: Transport, name: str, start: int, shape: tuple[int, int, int, int], lead: int,
+                 hashed: "xxhash.xxh3_64", after: int, checksum: int) -> None:
+        self.transport, self.name, self.start, self.shape, self.lead = transport, name, start, shape, lead
+        self.hashed, self.after, self.checksum = hashed, after, checksum
 
     @classmethod
     def at(cls, transport: Transport, name: str, offset: int, head: memoryview, video: tuple[int, int],
@@ -96,27 +114,28 @@ class RawPixels:
         shape, fortran, dtype, header = npy_header(head[start:])
         if dtype != np.uint8 or fortran or len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
             raise ShardFormatError(f"video is {dtype} {tuple(shape)}, expected uint8 [T, H, W, 3] in C order")
-        if header + int(np.prod(shape, dtype=np.int64)) != size:
-            raise ShardFormatError(f"npy payload is {size - header} bytes, header {tuple(shape)} uint8 needs {int(np.prod(shape))}")
+        if header + math.prod(shape) != size:
+            raise ShardFormatError(f"npy payload is {size - header} bytes, header {tuple(shape)} uint8 needs {math.prod(shape)}")
         pixels = start + header
-        return cls(transport, name, offset + pixels, tuple(int(x) for x in shape),  # type: ignore[arg-type]
-                   bytes(head[:pixels]), length - pixels - (size - header), checksum)
+        hashed = xxhash.xxh3_64()
+        hashed.update(head[:pixels])  # now, while the head is in cache
+        return cls(transport, name, offset + pixels, tuple(int(x) for x in shape), pixels,  # type: ignore[arg-type]
+                   hashed, length - pixels - (size - header), checksum)
 
     def decode_into(self, out: np.ndarray) -> np.ndarray:
         """Read the pixels into ``out`` (uint8 ``shape``, C-contiguous) and check the clip."""
         if tuple(out.shape) != self.shape or not out.flags.c_contiguous:
             raise ShardFormatError(f"clip is {self.shape}, the destination {tuple(out.shape)}")
         pixels = memoryview(out.reshape(-1))
-        after = bytearray(self.after)
+        parts = [pixels[a: a + PIXEL_CHUNK] for a in range(0, len(pixels), PIXEL_CHUNK)]
+        parts.append(memoryview(bytearray(self.after)))
+        hasher = self.hashed.copy()
         try:
-            got = self.transport.read_into(self.name, self.start, [pixels, after])
+            got = self.transport.read_into(self.name, self.start, parts, each=hasher.update)
         except OSError as exc:
             raise ShardFormatError(f"read of the pixels at byte {self.start} failed: {exc}") from exc
-        if got != len(pixels) + len(after):
-            raise ShardFormatError(f"truncated: {got} of the {len(pixels) + len(after)} bytes from byte {self.start} present")
-        hasher = xxhash.xxh3_64()
-        for part in (self.before, pixels, after):
-            hasher.update(part)
+        if got != len(pixels) + self.after:
+            raise ShardFormatError(f"truncated: {got} of the {len(pixels) + self.after} bytes from byte {self.start} present")
         if clip_checksum_of(hasher) != self.checksum:
             raise ShardFormatError("its bytes differ from what the converter wrote (xxh3_64 of the clip's byte range): "
                                    "the shard is damaged or was changed")

@@ -380,6 +380,7 @@ class SampleReader:
         self.index = index
         self._limits: Optional[ClipLimits] = None
         self._legacy: Optional[LegacyIdentities] = None
+        self._head = HEAD_BYTES  # bytes read of a clip whose pixels are read later: see _unread_pixels
 
     @property
     def limits(self) -> ClipLimits:
@@ -412,8 +413,9 @@ class SampleReader:
         url = self.index.transport.url_of(shard.name)
         off, length = int(row[0]), int(row[1])
         if defer and length >= MIN_POOLED and len(row) > LEGACY_COLUMNS and self.index.transport.location.is_local:
-            head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits)
+            head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits, self._head)
             if head is not None:
+                self._head = head.pixels.lead + 1024  # type: ignore[union-attr]  # the next clip's, most likely, with room
                 return head
         try:
             buf = self.index.transport.read_buffer(shard.name, off, off + length)
@@ -464,20 +466,23 @@ class SampleReader:
         stream = self.stream(iter_segments(clips, self.index.shard_of(clips), cursor), defer)
         held: dict[int, RawSample | ShardReadError] = {}
         next_pos = cursor
-        for p in itertools.islice(order, n - skip):
-            if p in held:
-                item = held.pop(p)
-            elif p >= next_pos:
-                while True:
-                    q, got = next(stream)
-                    next_pos = q + 1
-                    if q == p:
-                        item = got
-                        break
-                    held[q] = got
-            else:
-                item = _or_error(self.fetch, int(clips[p]), defer)
-            yield item
+        try:
+            for p in itertools.islice(order, n - skip):
+                if p in held:
+                    item = held.pop(p)
+                elif p >= next_pos:
+                    while True:
+                        q, got = next(stream)
+                        next_pos = q + 1
+                        if q == p:
+                            item = got
+                            break
+                        held[q] = got
+                else:
+                    item = _or_error(self.fetch, int(clips[p]), defer)
+                yield item
+        finally:  # the epoch's end (or its iterator dropped): the shards kept open are closed
+            self.index.transport.release()
 
     def _segment(self, seg: Segment, defer: bool) -> Iterator[tuple[int, RawSample | ShardReadError]]:
         index = self.index
@@ -508,17 +513,22 @@ class SampleReader:
 
 
 def _unread_pixels(transport: Transport, shard: ShardEntry, url: str, g: int, row: np.ndarray,
-                   limits: ClipLimits) -> Optional[RawSample]:
+                   limits: ClipLimits, head_bytes: int = HEAD_BYTES) -> Optional[RawSample]:
     """Clip ``g`` (offsets row ``row``) with its raw pixels not read yet (a
-    :class:`~.pixels.RawPixels`: the collate reads them and checks the clip's checksum); its head
-    is read now and its key checked. None when it is not laid out for that (read it whole)."""
+    :class:`~.pixels.RawPixels`: the collate reads them and checks the clip's checksum); its first
+    ``head_bytes`` (where the last clip's pixels started; :data:`~.pixels.HEAD_BYTES` when that
+    is too few) are read now and its key checked. None when it is not laid out for that (read it
+    whole). The tar headers' own checksums are not checked: the clip's XXH3 covers them."""
     off, length = int(row[0]), int(row[1])
-    try:
-        head = transport.read_buffer(shard.name, off, off + min(length, HEAD_BYTES))
-    except (OSError, ValueError) as exc:
-        raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + HEAD_BYTES}) failed: {exc}") from exc
-    scanned = scan_head(head, length)
-    if scanned is None:
+    for size in dict.fromkeys((min(length, head_bytes), min(length, HEAD_BYTES))):
+        try:
+            head = transport.read_buffer(shard.name, off, off + size)
+        except (OSError, ValueError) as exc:
+            raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + size}) failed: {exc}") from exc
+        scanned = scan_head(head, length, verify=False)
+        if scanned is not None:
+            break
+    else:
         return None
     key, fields, start, size = scanned
     raw = RawSample(g, url, key, fields, label=int(row[3]), limits=limits)

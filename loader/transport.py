@@ -126,14 +126,22 @@ class Transport:
         shard truncated while mapped killed the process with SIGBUS."""
         return self.read_buffer(name, start, end)
 
-    def read_into(self, name: str, start: int, buffers: list[memoryview | bytearray]) -> int:
+    def read_into(self, name: str, start: int, buffers: Sequence[memoryview | bytearray], *,
+                  each: Optional[Callable[[memoryview | bytearray], Any]] = None) -> int:
         """Local files only: bytes from ``start`` straight into ``buffers`` in turn (no copy in
         between: raw pixels go into their batch this way); returns how many were read, fewer
-        only where the file ends."""
+        only where the file ends. ``each(buffer)`` is called as each buffer is filled (a
+        checksum taken while the bytes are in cache)."""
         if not isinstance(self._files, LocalFiles):
             raise ValueError(f"{self.url}: read_into reads local files only")
         check_range(self.url_of(name), start, None)
-        return self._files.read_into(name, start, buffers)
+        return self._files.read_into(name, start, buffers, each=each)
+
+    def release(self) -> None:
+        """Close the local files this thread keeps open (see :mod:`.local`); the next read
+        opens them again. Called when an epoch ends; nothing to do for remote files."""
+        if isinstance(self._files, LocalFiles):
+            self._files.release()
 
     def _read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any]) -> Any:
         check_range(self.url_of(name), start, end)
