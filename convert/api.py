@@ -16,12 +16,14 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm as _tqdm
 
 from .engine import Engine, WorkerCrashed, make_engine
 from .errors import ConversionError, ConversionMismatch, OutputTooLarge, OutputUnusable, StrictModeError
+from .append import Append, AppendBase, diff_input, remove_unreferenced
+from .extents import TABLE_FILE
 from .index import read_json, report_from_index, write_index
 from .folds import FOLD_DATASETS, AnnotationError, read_fold_lists
 from .layout import DatasetLayout, VideoEntry, discover, discover_classes
@@ -61,6 +63,7 @@ def convert(
     ray_address: Optional[str] = None,
     storage_options: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
+    append: bool = False,
     annotation_path: Optional[str | os.PathLike] = None,
     **option_values: Any,
 ) -> ConvertReport:
@@ -72,7 +75,14 @@ def convert(
     With ``dataset="ucf101"`` or ``"hmdb51"``, ``root/<class>/<video>.avi`` goes to
     ``out/all/`` and the index records each video's folds, read from the annotation files in
     the folder ``annotation_path`` (see :mod:`.folds`).
+
+    ``append``: ``out`` holds a finished conversion of an earlier state of ``root``, made with these
+    options; only the videos added or changed since are converted, into new shards, and the index
+    is replaced in one atomic step (see :mod:`.append`); the old shards keep their bytes.
     """
+    if append and overwrite:
+        raise ValueError("append=True and overwrite=True: append keeps the existing shards, overwrite replaces them; "
+                         "give one of the two")
     opts = _resolve_options(options, config, option_values)
     started = time.perf_counter()
     layout = _discover(root, opts, annotation_path)
@@ -99,10 +109,14 @@ def convert(
     with held as lock:
         existing = read_json(loc, INDEX_NAME)
         if existing is not None and not opts.dry_run:
-            done = _existing_output(loc, existing, fingerprint, opts, layout, overwrite=overwrite)
+            done = _existing_output(loc, existing, fingerprint, opts, layout, overwrite=overwrite, append=append)
             if done is not None:
                 return done
-        report = _convert_held(layout, opts, loc, lock, fingerprint, engine, ray_address, overwrite=overwrite and existing is not None)
+        if append:
+            report = _append_held(layout, opts, loc, lock, fingerprint, engine, ray_address, existing)
+        else:
+            report = _convert_held(layout, opts, loc, lock, fingerprint, engine, ray_address,
+                                   overwrite=overwrite and existing is not None)
     report.seconds = time.perf_counter() - started
     if not report.dry_run:
         logger.info(report.summary())
@@ -117,32 +131,73 @@ def _convert_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, lo
         report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json(),
                                discovery=[n.to_json() for n in layout.notes])
         _check_growth(plan, opts, layout, loc)
-        if opts.dry_run:
-            report.dry_run = True
-            report.videos = _planned_records(layout, plan)
+        if _planned_only(report, plan, layout, opts):
             return report
-        if opts.strict and plan.unreadable:
-            report.videos = _planned_records(layout, plan)
-            first = next(iter(plan.unreadable))
-            raise StrictModeError(
-                f"strict: {len(plan.unreadable)} unreadable videos, nothing written "
-                f"(first: {layout.videos[first].relpath}: {plan.unreadable[first]})",
-                report,
-            )
         if overwrite:
             _clear(loc)
         assert lock is not None
-        run = _Run(layout, opts, loc, eng, plan, fingerprint, engine, report, lock)
-        try:
-            run.execute()
-        except StorageError:
-            raise  # no credentials, access denied ...: rerunning as it is would not help
-        except OSError as exc:
-            raise ConversionError(
-                f"writing {loc.url} failed ({type(exc).__name__}: {exc}); finished shards are kept, "
-                "run the same command again to resume"
-            ) from exc
+
+        def finish(packer: ShardPacker, records: dict[int, VideoRecord]) -> None:
+            write_index(loc, opts=opts, layout=layout, fingerprint=fingerprint, shards=packer.shards, records=records,
+                        clips=packer.clips, total_bytes=packer.bytes, report=report)
+
+        _execute(_Run(layout, opts, loc, eng, plan, fingerprint, engine, report, lock,
+                      target=RunTarget(opts.split, finish, lambda: _clear(loc))))
     return report
+
+
+def _append_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, lock: Optional[FileLock | Lease],
+                 fingerprint: str, engine: str, ray_address: Optional[str],
+                 existing: Optional[dict[str, Any]]) -> ConvertReport:
+    """``convert --append``: convert the videos added or changed since ``existing`` (the index of
+    the finished conversion in ``loc``) into shards of a new generation, then write the merged
+    tables and replace the index (:class:`.append.Append`), with the output's lock held."""
+    base = AppendBase.load(loc, existing, opts)
+    change = diff_input(base, layout)
+    logger.info("append to %s: %s", loc.url, change.describe())
+    with make_engine(engine, opts.workers if engine == "ray" else opts.resolved_workers, ray_address) as eng:
+        plan = _probe_and_plan(eng, change.delta, opts)
+        report = ConvertReport(out=loc.url, split=opts.split, plan=plan.to_json(),
+                               discovery=[n.to_json() for n in layout.notes])
+        job = Append(loc, opts, base, change, layout, fingerprint, report)
+        _check_growth(plan, opts, change.delta, loc)
+        if _planned_only(report, plan, change.delta, opts):
+            return report
+        assert lock is not None
+        _execute(_Run(change.delta, opts, loc, eng, plan, fingerprint, engine, report, lock,
+                      target=RunTarget(job.names, lambda packer, records: job.finish(packer.shards, records), job.discard)))
+    return report
+
+
+def _planned_only(report: ConvertReport, plan: Plan, layout: DatasetLayout, opts: ConvertOptions) -> bool:
+    """True for a dry run (``report`` then holds the planned records); a strict run with
+    unreadable videos raises :class:`StrictModeError` before anything is written."""
+    if opts.dry_run:
+        report.dry_run = True
+        report.videos = _planned_records(layout, plan)
+        return True
+    if opts.strict and plan.unreadable:
+        report.videos = _planned_records(layout, plan)
+        first = next(e for e in layout.videos if e.index in plan.unreadable)
+        raise StrictModeError(
+            f"strict: {len(plan.unreadable)} unreadable videos, nothing written "
+            f"(first: {first.relpath}: {plan.unreadable[first.index]})",
+            report,
+        )
+    return False
+
+
+def _execute(run: "_Run") -> None:
+    """Run the conversion loop; a failed write is a :class:`ConversionError` saying that a rerun resumes."""
+    try:
+        run.execute()
+    except StorageError:
+        raise  # no credentials, access denied ...: rerunning as it is would not help
+    except OSError as exc:
+        raise ConversionError(
+            f"writing {run.loc.url} failed ({type(exc).__name__}: {exc}); finished shards are kept, "
+            "run the same command again to resume"
+        ) from exc
 
 
 def _resolve_options(options: Optional[ConvertOptions], config: Any, values: Mapping[str, Any]) -> ConvertOptions:
@@ -276,12 +331,14 @@ def _finished_read_only(loc: Location, fingerprint: str, opts: ConvertOptions) -
 
 
 def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opts: ConvertOptions,
-                     layout: DatasetLayout, *, overwrite: bool) -> Optional[ConvertReport]:
+                     layout: DatasetLayout, *, overwrite: bool, append: bool = False) -> Optional[ConvertReport]:
     """``loc`` already holds a finished conversion: its report when it is this one; else it is
-    cleared (``overwrite``) or refused."""
+    cleared (``overwrite``), left for an append to build on (``append``, same options) or refused."""
     if index.get("fingerprint") == fingerprint:
         logger.info("%s already holds this conversion (same input and options); nothing to do", loc.url)
-        loc.remove_tree(PROGRESS_DIR)  # a run killed right after writing its index left these
+        # a run killed right after writing its index left these (an append: files it no longer lists too)
+        remove_unreferenced(loc, index, opts.split)
+        loc.remove_tree(PROGRESS_DIR)
         report_json = read_json(loc, REPORT_NAME) or {}
         return report_from_index(index, report_json, loc.url, opts.split)
     if not overwrite:
@@ -289,12 +346,17 @@ def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opt
         if changes:
             raise ConversionMismatch(
                 f"{loc.url} already holds a conversion made with other options: {'; '.join(changes)} "
-                "(was -> now); choose another OUT, convert with the options it was made with, or pass "
-                "--overwrite (overwrite=True) to replace it"
+                "(was -> now); " + ("--append adds to an output with the options it was made with: give those, or "
+                                    "choose another OUT" if append else
+                                    "choose another OUT, convert with the options it was made with, or pass "
+                                    "--overwrite (overwrite=True) to replace it")
             )
+        if append:
+            return None
         raise ConversionMismatch(
             f"{loc.url} already holds a conversion of other input{_input_change(index, layout, opts)}; "
-            "choose another OUT or pass --overwrite (overwrite=True) to replace it"
+            "choose another OUT, pass --append (append=True) to convert only the videos added or changed since, "
+            "or --overwrite (overwrite=True) to replace it"
         )
     _clear(loc)
     return None
@@ -321,7 +383,8 @@ def _probe_and_plan(eng: Engine, layout: DatasetLayout, opts: ConvertOptions) ->
 
 
 def _record(e: VideoEntry) -> VideoRecord:
-    return VideoRecord(index=e.index, path=e.relpath, label=e.label, folds=list(e.folds) if e.folds else None)
+    return VideoRecord(index=e.index, path=e.relpath, label=e.label, folds=list(e.folds) if e.folds else None,
+                       size=e.size, stamp=e.stamp)
 
 
 def _planned_records(layout: DatasetLayout, plan: Plan) -> list[VideoRecord]:
@@ -336,24 +399,35 @@ def _planned_records(layout: DatasetLayout, plan: Plan) -> list[VideoRecord]:
 def _clear(loc: Location) -> None:
     """Remove a conversion from ``loc``: shards, index files, done-markers, spool."""
     for name in loc.listdir():
-        if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME, OFFSETS_NAME, VIDEOS_TABLE_NAME):
+        if name.endswith(".tar") or name in (INDEX_NAME, REPORT_NAME) or TABLE_FILE.fullmatch(name):
             loc.remove(name)
     loc.remove_tree(PROGRESS_DIR)
     loc.remove_tree(SPOOL_DIR)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunTarget:
+    """Where a run's shards go and what ends it: the shard (and done-marker) name prefix, the step
+    that writes the index once every shard is done (``finish(packer, records)``) and what a strict
+    run's refusal removes (``discard()``)."""
+
+    names: str
+    finish: Callable[[ShardPacker, dict[int, VideoRecord]], None]
+    discard: Callable[[], None]
+
+
 class _Run:
     """One conversion's main loop: tasks out to the engine, results in order into the shards,
-    a record per video, done-markers, and the index at the end."""
+    a record per video, done-markers, and the index at the end (``target.finish``)."""
 
     def __init__(self, layout: DatasetLayout, opts: ConvertOptions, loc: Location, eng: Engine, plan: Plan,
-                 fingerprint: str, engine_name: str, report: ConvertReport, lock: FileLock | Lease):
+                 fingerprint: str, engine_name: str, report: ConvertReport, lock: FileLock | Lease, *, target: RunTarget):
         self.layout, self.opts, self.loc, self.eng, self.plan = layout, opts, loc, eng, plan
         self.lock = lock  # checked after each video: a run that lost its lease stops
-        self.fingerprint = fingerprint
         self.engine_name = engine_name
         self.report = report
-        self.markers = DoneMarkers(loc, opts.split, fingerprint)
+        self.target = target
+        self.markers = DoneMarkers(loc, target.names, fingerprint)
         self.records: dict[int, VideoRecord] = {}
         self.unmarked: list[int] = []  # finished videos not yet in a done-marker
 
@@ -369,12 +443,12 @@ class _Run:
         self.report.resumed_shards = len(resumed.shards)
         self.records.update(resumed.records)
         start_video, start_clip = resumed.cursor
-        packer = ShardPacker(self.loc, opts, kept=resumed.shards, on_shard_done=self._mark)
+        packer = ShardPacker(self.loc, opts, kept=resumed.shards, on_shard_done=self._mark, names=self.target.names)
         window = 2 * self.eng.workers
         spool = Spool(self.loc, local=self.engine_name == "local", window=window)
-        todo = layout.videos[start_video:]
+        todo = [e for e in layout.videos if e.index >= start_video]  # an append's videos are numbered from its first key
         bar = tqdm(
-            total=len(layout.videos), initial=start_video, desc=f"convert {opts.split}", unit="video",
+            total=len(layout.videos), initial=len(layout.videos) - len(todo), desc=f"convert {opts.split}", unit="video",
             disable=not opts.progress, dynamic_ncols=True,
         )
         first_clip_of = {start_video: packer.clips - start_clip} if start_clip else {}
@@ -396,13 +470,14 @@ class _Run:
                 bar.update(1)
                 bar.set_postfix_str(f"{packer.clips} clips, {human_bytes(packer.bytes_written)}")
             if packer.writer is not None:
-                packer.finish(next_cursor=(len(layout.videos), 0))
+                packer.finish(next_cursor=(layout.videos[-1].index + 1, 0))
             self.lock.check()
-            self._write_index(packer)
+            self.target.finish(packer, self.records)
+            self.markers.clear()
         except BaseException as exc:
             packer.abort()
             if isinstance(exc, StrictModeError):
-                _clear(self.loc)  # a refused conversion leaves no shard behind, as documented
+                self.target.discard()  # a refused conversion leaves no shard behind, as documented
             raise
         finally:
             bar.close()
@@ -444,10 +519,3 @@ class _Run:
             if self.opts.strict:
                 raise StrictModeError(f"strict: {e.relpath}: {rec.reason}", self.report)
         self.unmarked.append(e.index)
-
-    def _write_index(self, packer: ShardPacker) -> None:
-        write_index(
-            self.loc, opts=self.opts, layout=self.layout, fingerprint=self.fingerprint, shards=packer.shards,
-            records=self.records, clips=packer.clips, total_bytes=packer.bytes, report=self.report,
-        )
-        self.markers.clear()

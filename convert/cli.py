@@ -99,6 +99,12 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict", action="store_true", help="fail (status 4) instead of skipping unusable videos")
     g.add_argument("--overwrite", action="store_true", help="replace an existing conversion made with other options")
     g.add_argument(
+        "--append", action="store_true",
+        help="OUT holds a finished conversion of an earlier state of ROOT (same options): convert only the videos "
+        "added or changed since into new shards, drop the removed ones, and replace the index atomically; the "
+        "existing shards are kept byte for byte (the added, changed and removed videos are listed in report.json)",
+    )
+    g.add_argument(
         "--yes", "-y", action="store_true",
         help=f"go on when the planned output is over {GROWTH_LIMIT}x the input or over the free space of OUT "
         "(without it such a run stops before writing, status 2; CLIPSHARDS_YES=1 answers it for every run)",
@@ -149,7 +155,7 @@ def run_convert(args: argparse.Namespace) -> int:
         report = convert(
             args.root, args.out, options=opts, engine=args.engine, ray_address=args.ray_address,
             storage_options=parse_storage_options(args.storage_option), overwrite=args.overwrite,
-            annotation_path=args.annotation_path,
+            append=args.append, annotation_path=args.annotation_path,
         )
     except StrictModeError as exc:
         logger.error("%s", exc)

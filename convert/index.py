@@ -16,15 +16,16 @@ import numpy as np
 from .layout import DatasetLayout
 from .options import ConvertOptions
 from .report import ConvertReport, VideoRecord
-from .schema import FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, LAYOUT_CLIPS, OFFSETS_COLUMNS, OFFSETS_NAME, REPORT_NAME, checksum_of, dumps_json, encode_npy
+from .schema import (FORMAT_NAME, FORMAT_VERSION, INDEX_NAME, LAYOUT_CLIPS, LAYOUT_VIDEOS, OFFSETS_COLUMNS, OFFSETS_NAME,
+                     REPORT_NAME, checksum_of, dumps_json, encode_npy)
 from .storage import Location
-from .schema import LAYOUT_VIDEOS, VIDEOS_FORMAT_VERSION
 from .video_sample import VIDEOS_TABLE_NAME, table_bytes
 from .writer import ShardInfo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_json", "write_index", "report_from_index"]
+__all__ = ["read_json", "write_index", "report_from_index", "offsets_array", "max_frame", "table_entry", "index_document",
+           "write_report_and_index", "video_row", "video_rows"]
 
 
 def read_json(loc: Location, name: str) -> Optional[dict[str, Any]]:
@@ -78,6 +79,25 @@ def write_index(
     for s in shards:
         shard_rows.append({**s.to_json(), "first_clip": first})
         first += s.clips
+    index = index_document(opts, classes=layout.classes, fingerprint=fingerprint, shard_rows=shard_rows, videos=videos,
+                           clips=clips, total_bytes=total_bytes, offsets=table_entry(opts, OFFSETS_NAME, offsets_bytes),
+                           annotations=layout.annotations)
+    if opts.layout == LAYOUT_VIDEOS:
+        data = table_bytes(video_rows(shards, videos))
+        loc.write_bytes_atomic(VIDEOS_TABLE_NAME, data)
+        index.update(layout=LAYOUT_VIDEOS, video_table=table_entry(opts, VIDEOS_TABLE_NAME, data))
+    write_report_and_index(loc, report, index, videos=videos, shard_rows=shard_rows, clips=clips, total_bytes=total_bytes)
+
+
+def table_entry(opts: ConvertOptions, name: str, data: bytes) -> dict[str, Any]:
+    """What an index records of one of its tables: its name, size and checksum."""
+    return {"name": name, "bytes": len(data), opts.checksum: checksum_of(opts.checksum, data)}
+
+
+def index_document(opts: ConvertOptions, *, classes: Sequence[str], fingerprint: str, shard_rows: list[dict[str, Any]],
+                   videos: Sequence[VideoRecord], clips: int, total_bytes: int, offsets: dict[str, Any],
+                   annotations: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The content of ``index.json`` (the videos layout adds its table; an append its generation and extents)."""
     counts = {
         "videos": len(videos),
         "videos_ok": sum(v.status == "ok" for v in videos),
@@ -94,38 +114,37 @@ def write_index(
         "layout": LAYOUT_CLIPS,
         "max_frame": max_frame(videos),
         "options": opts.output_options(),
-        "classes": list(layout.classes),
+        "classes": list(classes),
         "counts": counts,
-        "offsets": {"name": OFFSETS_NAME, "bytes": len(offsets_bytes), opts.checksum: checksum_of(opts.checksum, offsets_bytes)},
+        "offsets": offsets,
         "shards": shard_rows,
         "videos": [v.to_json() for v in videos],
     }
-    if layout.annotations is not None:
-        index["annotations"] = layout.annotations  # UCF101/HMDB51: the files the folds were read from
-    if opts.layout == LAYOUT_VIDEOS:
-        index.update(write_video_table(loc, opts, shards, videos))
-    report.videos, report.shards, report.clips, report.bytes = videos, shard_rows, clips, total_bytes
+    if annotations is not None:
+        index["annotations"] = annotations  # UCF101/HMDB51: the files the folds were read from
+    return index
+
+
+def write_report_and_index(loc: Location, report: ConvertReport, index: Mapping[str, Any], *, videos: Sequence[VideoRecord],
+                           shard_rows: list[dict[str, Any]], clips: int, total_bytes: int) -> None:
+    """``report.json`` (``report`` filled in), then ``index.json``: its replacement, in one atomic
+    step, is what makes the conversion (or the append) complete."""
+    report.videos, report.shards, report.clips, report.bytes = list(videos), shard_rows, clips, total_bytes
     loc.write_bytes_atomic(REPORT_NAME, json.dumps(report.to_json(), indent=1, ensure_ascii=False).encode("utf-8"))
     loc.write_bytes_atomic(INDEX_NAME, dumps_json(index))
 
 
-def write_video_table(loc: Location, opts: ConvertOptions, shards: Sequence[ShardInfo],
-                      videos: Sequence[VideoRecord]) -> dict[str, Any]:
-    """The videos layout: write ``videos.npy`` (a row per stored video: its sample's shard and
-    byte range, and where its frames and audio lie in it, see :mod:`.video_sample`); returns
-    what the index records of it (its version and layout, the table's size and checksum)."""
+def video_row(v: VideoRecord, shard: int, row: Sequence[int]) -> dict[str, Any]:
+    """The videos layout: the table row of stored video ``v``, its sample at offsets row ``row`` of shard ``shard``."""
+    return {"video_index": v.index, "label": v.label, "num_frames": v.frames, "width": v.width, "height": v.height,
+            "fps": v.fps, "shard": shard, "sample_offset": row[0], "sample_bytes": row[1], **(v.sample or {})}
+
+
+def video_rows(shards: Sequence[ShardInfo], videos: Sequence[VideoRecord]) -> list[dict[str, Any]]:
+    """The videos layout: a table row per stored video (``videos.npy``, see :mod:`.video_sample`):
+    its sample's shard and byte range, and where its frames and audio lie in it."""
     stored = iter([v for v in videos if v.status == "ok"])
-    rows = []
-    for i, s in enumerate(shards):
-        for row in s.offsets:
-            v = next(stored)
-            rows.append({"video_index": v.index, "label": v.label, "num_frames": v.frames, "width": v.width,
-                         "height": v.height, "fps": v.fps, "shard": i, "sample_offset": row[0], "sample_bytes": row[1],
-                         **(v.sample or {})})
-    data = table_bytes(rows)
-    loc.write_bytes_atomic(VIDEOS_TABLE_NAME, data)
-    return {"version": VIDEOS_FORMAT_VERSION, "layout": LAYOUT_VIDEOS,
-            "video_table": {"name": VIDEOS_TABLE_NAME, "bytes": len(data), opts.checksum: checksum_of(opts.checksum, data)}}
+    return [video_row(next(stored), i, row) for i, s in enumerate(shards) for row in s.offsets]
 
 
 def report_from_index(index: Mapping[str, Any], report_json: Mapping[str, Any], url: str, split: str) -> ConvertReport:

@@ -50,7 +50,7 @@ def inspect_output(
         if v.get("warning"):
             warnings.append({"index": v["index"], "path": v["path"], "warning": v["warning"]})
     shard_bytes = sum(int(s["bytes"]) for s in out.shards)
-    offsets_bytes = int(index.get("offsets", {}).get("bytes", 0)) + int((index.get("video_table") or {}).get("bytes", 0))
+    offsets_bytes = sum(int((index.get(k) or {}).get("bytes", 0)) for k in ("offsets", "video_table", "extents"))
     report = read_json(out.loc, REPORT_NAME)
     folds = {"folds": fold_counts(out.videos, index.get("annotations"))} if index.get("annotations") else {}
     return {
@@ -62,7 +62,9 @@ def inspect_output(
         "options": index["options"],
         "counts": index["counts"],
         "classes": per_class,
-        "shards": [{"name": s["name"], "clips": s["clips"], "bytes": s["bytes"], "first_clip": s["first_clip"]} for s in out.shards],
+        "shards": [{"name": s["name"], "clips": s["clips"], "bytes": s["bytes"], "first_clip": s.get("first_clip")}
+                   for s in out.shards],  # an appended output's shards hold no single run of the clips: None
+        "generation": out.generation,
         "shard_bytes": shard_bytes,
         "total_bytes": shard_bytes + offsets_bytes,
         "skipped": skipped,
@@ -91,7 +93,8 @@ def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: in
     """The human-readable text of :func:`inspect_output`'s dict (long lists cut unless ``show_all``)."""
     c = info["counts"]
     o = info["options"]
-    lines = [f"{info['url']}  ({info['format']} v{info['version']}, split {info['split']})"]
+    appended = f", generation {info['generation']}: appended to" if info.get("generation", 1) > 1 else ""
+    lines = [f"{info['url']}  ({info['format']} v{info['version']}{appended}, split {info['split']})"]
     fr = f"{o['frame_rate']:g} fps" if o.get("frame_rate") else "source fps"
     size = _describe_resize(o)
     codec = f"codec {o['codec']}" + (f" (quality {o['jpeg_quality']})" if o["codec"] == "jpeg" else "")
@@ -129,7 +132,8 @@ def format_inspect(info: Mapping[str, Any], *, show_all: bool = False, limit: in
     )
     shown = shards if show_all or len(shards) <= 2 * limit else shards[:limit]
     for s in shown:
-        lines.append(f"  {s['name']}  {s['clips']:>6} clips  {human_bytes(s['bytes']):>9}  from clip {s['first_clip']}")
+        lines.append(f"  {s['name']}  {s['clips']:>6} clips  {human_bytes(s['bytes']):>9}"
+                     + (f"  from clip {s['first_clip']}" if s["first_clip"] is not None else ""))
     if len(shown) < len(shards):
         lines.append(f"  ... {len(shards) - len(shown)} more shards (--all lists them)")
     if info["skipped"]:

@@ -41,6 +41,7 @@ from .schema import (
     member_field,
     sample_fields,
 )
+from .extents import generation_of, read_extents
 from .storage import Location
 from .video_sample import video_key
 from .writer import BLOCK
@@ -75,8 +76,10 @@ class Output:
         self.split: str = self.index.get("split", split or "")
         try:
             self.shards: list[dict[str, Any]] = [dict(s) for s in self.index["shards"]]
-            self.firsts = [int(s["first_clip"]) for s in self.shards]
             self.clips = int(self.index["counts"]["clips"])
+            self.generation = generation_of(self.index)  # >= 2: appended to, its extents say where the clips are
+            self.extents = self._extents()
+            self.firsts = self.extents[:, 0].tolist()
             self.classes: list[str] = list(self.index["classes"])
             self.videos: list[dict[str, Any]] = list(self.index["videos"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -90,8 +93,19 @@ class Output:
         self._video_firsts = [int(v["first_clip"]) for v in with_clips]
         self._video_by_first = with_clips
 
+    def _extents(self) -> np.ndarray:
+        """``[E, 5]`` (:data:`~.extents.EXTENTS_COLUMNS`): the runs of clips stored back to back in
+        one shard; for a fresh conversion, the shards themselves."""
+        if self.generation == 1:
+            return np.array([[int(s["first_clip"]), int(s["clips"]), i, 0, int(s["bytes"]) - 2 * BLOCK]
+                             for i, s in enumerate(self.shards)], dtype=np.int64).reshape(-1, 5)
+        entry = self.index["extents"]
+        name = self.file_name(entry.get("name"), "extents")
+        return read_extents(self.loc.read_bytes(name), clips=self.clips, where=self.loc.join_url(name),
+                            shard_bytes=np.array([int(s["bytes"]) for s in self.shards], dtype=np.int64))
+
     def shard_of(self, g: int) -> dict[str, Any]:
-        return self.shards[bisect.bisect_right(self.firsts, g) - 1]
+        return self.shards[int(self.extents[bisect.bisect_right(self.firsts, g) - 1, 2])]
 
     def video_of(self, g: int) -> Optional[dict[str, Any]]:
         i = bisect.bisect_right(self._video_firsts, g) - 1
@@ -108,6 +122,7 @@ class Output:
     def bad_names(self) -> list[str]:
         """Why each file name of the index that is not a plain name inside the split is refused."""
         names = [(s.get("name"), "shard") for s in self.shards] + [(self.offsets_name, "offsets")]
+        names += [((self.index.get("extents") or {}).get("name"), "extents")] if self.generation > 1 else []
         problems = []
         for name, what in names:
             try:
@@ -175,10 +190,16 @@ class Output:
         video = self.video_of(g)
         if video is None:
             raise ShardFormatError(f"{where}: no converted video of the index owns clip {g}")
-        expected_key = video_key(video["index"]) if self.per_sample else clip_key(video["index"], g - video["first_clip"])
+        number = int(video.get("key", video["index"]))  # an appended output's samples keep the numbers they were written with
+        expected_key = video_key(number) if self.per_sample else clip_key(number, g - video["first_clip"])
         if sample["key"] != expected_key:
             raise ShardFormatError(f"{where}: sample key {sample['key']!r}, the index expects {expected_key!r}")
-        if sample["label"] != video["label"]:
+        if self.generation > 1:  # appended to: an old shard's label may predate a class inserted before it
+            if sample["meta"].get("class") != self.classes[video["label"]]:
+                raise ShardFormatError(f"{where}: its class is not {self.classes[video['label']]!r}, the index's "
+                                       f"class of {video['path']}")
+            sample["label"] = video["label"]
+        elif sample["label"] != video["label"]:
             raise ShardFormatError(f"{where}: label {sample['label']}, the index gives {video['path']} label {video['label']}")
         t = video["frames"] if self.per_sample else self.index["options"].get("frames_per_clip")
         if t is not None and sample["video"].shape[0] != t:

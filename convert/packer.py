@@ -32,12 +32,15 @@ class ShardPacker:
     """The run's shards: the one being written, and those finished (kept ones first).
 
     ``on_shard_done(info, next_cursor)`` is called after each shard is closed, with the
-    cursor of the sample that follows it (a done-marker records both).
+    cursor of the sample that follows it (a done-marker records both). Shards are named
+    ``<names>-<number>.tar`` (:func:`~.schema.shard_name`): ``names`` is the split, or for an
+    append the split and its generation, so that its shards never take an existing shard's name.
     """
 
     def __init__(self, loc: Location, opts: ConvertOptions, *, kept: Sequence[ShardInfo],
-                 on_shard_done: Callable[[ShardInfo, Cursor], None]):
+                 on_shard_done: Callable[[ShardInfo, Cursor], None], names: Optional[str] = None):
         self.loc, self.opts = loc, opts
+        self.names = names if names is not None else str(opts.split)
         self.on_shard_done = on_shard_done
         self.shards: list[ShardInfo] = list(kept)
         self.clips = sum(s.clips for s in self.shards)  # clips in the shards, the open one included
@@ -98,7 +101,7 @@ class ShardPacker:
         if self.writer is None:
             if self.chunks is None:
                 self.chunks = ChunkPool()
-            self.writer = ShardWriter(self.loc, self.opts.split, len(self.shards), pool=self.chunks, checksum=self.opts.checksum)
+            self.writer = ShardWriter(self.loc, self.names, len(self.shards), pool=self.chunks, checksum=self.opts.checksum)
         return self.writer
 
     def _run_end(self, writer: ShardWriter, sizes: Sequence[int], j: int) -> int:

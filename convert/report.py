@@ -8,7 +8,7 @@ from typing import Any, Optional
 from .units import human_bytes
 from .walk import escape_surrogates
 
-__all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT", "human_bytes"]
+__all__ = ["VideoRecord", "ConvertReport", "EXIT_OK", "EXIT_SKIPPED", "EXIT_STRICT", "human_bytes", "append_summary"]
 
 EXIT_OK = 0
 """Every video found was converted."""
@@ -16,6 +16,9 @@ EXIT_SKIPPED = 3
 """The conversion finished, but some videos were skipped (listed in the report)."""
 EXIT_STRICT = 4
 """``--strict`` and at least one video was unusable: nothing final was written."""
+
+
+_OPTIONAL = ("folds", "sample", "size", "stamp", "key")  # record fields left out of JSON when unset
 
 
 @dataclass
@@ -37,13 +40,22 @@ class VideoRecord:
     warning: str = ""
     folds: Optional[list[int]] = None  # UCF101/HMDB51: TRAIN|TEST bits for folds 1..3 (see .folds)
     sample: Optional[dict[str, Any]] = None  # the videos layout: where its frames and audio lie in its sample
+    # the source file as converted (its size and walk.file_stamp): what `convert --append` compares (index version 3)
+    size: Optional[int] = None
+    stamp: Optional[str] = None
+    key: Optional[int] = None  # the video number in its samples' keys, where it is not ``index`` (an appended output)
 
     def to_json(self) -> dict[str, Any]:
         """As JSON; texts valid UTF-8 (a decoder's message may quote an undecodable file name);
-        ``folds`` only where there are folds, ``sample`` only in the videos layout (a Kinetics
-        clips index keeps its bytes)."""
+        ``folds`` only where there are folds, ``sample`` only in the videos layout, ``size``,
+        ``stamp`` and ``key`` only where known (older records have none)."""
         return {k: escape_surrogates(v) if isinstance(v, str) else v for k, v in asdict(self).items()
-                if not (k in ("folds", "sample") and v is None)}
+                if not (k in _OPTIONAL and v is None)}
+
+    @property
+    def key_video(self) -> int:
+        """The video number its samples' keys carry (:func:`~clipshards.convert.schema.clip_key`)."""
+        return self.index if self.key is None else self.key
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VideoRecord":
@@ -65,6 +77,7 @@ class ConvertReport:
     dry_run: bool = False
     plan: Optional[dict[str, Any]] = None
     discovery: list[dict[str, str]] = field(default_factory=list)  # DiscoveryNote.to_json(): loops, duplicates, odd names
+    append: Optional[dict[str, Any]] = None  # `convert --append`: its generation, the videos added, changed, removed
 
     @property
     def skipped(self) -> list[VideoRecord]:
@@ -84,6 +97,8 @@ class ConvertReport:
             f"{self.clips} clips in {len(self.shards)} shards, {human_bytes(self.bytes)}, {self.seconds:.1f} s"
             + (f" ({self.resumed_shards} shards kept from an earlier run)" if self.resumed_shards else "")
         ]
+        if self.append is not None:
+            lines.append(append_summary(self.append))
         if self.skipped:
             lines.append(f"{len(self.skipped)} videos skipped:")
             for v in self.skipped[:20]:
@@ -113,5 +128,13 @@ class ConvertReport:
             "shards": self.shards,
             "skipped": [{k: r[k] for k in ("path", "status", "reason")} for r in map(VideoRecord.to_json, self.skipped)],
             "discovery": self.discovery,
+            **({"append": self.append} if self.append is not None else {}),
             "videos": [v.to_json() for v in self.videos],
         }
+
+
+def append_summary(append: dict[str, Any]) -> str:
+    """The one line an append adds to the summary: what changed in the input, what was written."""
+    return (f"append (generation {append['generation']}): {len(append['added'])} videos added, "
+            f"{len(append['changed'])} changed (converted again), {len(append['removed'])} removed; "
+            f"{append['shards_written']} new shards, {len(append['shards_dropped'])} shards no longer used")

@@ -35,7 +35,8 @@ class Resumed:
 
 
 class DoneMarkers:
-    """The done-markers of one split's output, for runs of one ``fingerprint``."""
+    """The done-markers of one split's output, for runs of one ``fingerprint``; ``split``: the
+    prefix of the run's shard names (the split, or for an append the split and its generation)."""
 
     def __init__(self, loc: Location, split: str, fingerprint: str):
         self.loc, self.split, self.fingerprint = loc, split, fingerprint

@@ -85,17 +85,20 @@ FORMAT_NAME = "clipshards"
 # The index version the converter writes. Version 1 (read, no longer written): the clips layout
 # with offsets.npy rows of (offset, length). Version 2: every output names its layout; a clips
 # layout's offsets rows are OFFSETS_COLUMNS (a version-1 reader refuses it by its version, where
-# it would otherwise fail on the offsets' shape).
-FORMAT_VERSION = 2
+# it would otherwise fail on the offsets' shape). Version 3: each video record also holds the
+# source file's size and stamp (what ``convert --append`` compares), and an output appended to
+# names its generation and an extents table (:mod:`.extents`): its shards no longer hold the
+# clips in global order, which a version-2 reader would not know (it refuses it by its version).
+FORMAT_VERSION = 3
 CODECS = ("raw", "jpeg")
 # Output layouts: ``clips`` (one sample per clip, the default) and ``videos``
-# (one sample per video, clips cut when loading; index version 2 with ``"layout": "videos"``,
-# see :mod:`clipshards.convert.video_sample`). A version-2 index must name its layout.
+# (one sample per video, clips cut when loading; index version 2 on, with ``"layout": "videos"``,
+# see :mod:`clipshards.convert.video_sample`). An index of version 2 or later must name its layout.
 LAYOUT_CLIPS = "clips"
 LAYOUT_VIDEOS = "videos"
 LAYOUTS = (LAYOUT_CLIPS, LAYOUT_VIDEOS)
-VIDEOS_FORMAT_VERSION = 2
-_VERSION_LAYOUTS = {1: (LAYOUT_CLIPS,), 2: LAYOUTS}
+VIDEOS_FORMAT_VERSION = 2  # the first version with the videos layout
+_VERSION_LAYOUTS = {1: (LAYOUT_CLIPS,), 2: LAYOUTS, 3: LAYOUTS}
 # How the index records the content of each shard and of offsets.npy: the entry's key names the
 # algorithm. XXH3-128 (default) detects corruption as surely as any 128-bit hash and runs at
 # memory speed (~60 GB/s here); SHA-256 (~1.8 GB/s) cost a raw conversion a third of a core.
@@ -468,7 +471,7 @@ def _jpeg_members(fields: Mapping[str, bytes | memoryview]) -> list[bytes | memo
 
 def index_layout(index: Mapping[str, Any]) -> str:
     """The layout an index says its output has (``clips`` for version 1, which predates layouts)."""
-    return str(index.get("layout", LAYOUT_CLIPS)) if index.get("version") != VIDEOS_FORMAT_VERSION else str(index.get("layout"))
+    return str(index.get("layout", LAYOUT_CLIPS)) if index.get("version") == 1 else str(index.get("layout"))
 
 
 def check_index_version(index: Mapping[str, Any], *, where: str = "", layouts: tuple[str, ...] = (LAYOUT_CLIPS,)) -> str:

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from .output import Output
 from .schema import OFFSETS_NAME, ShardFormatError, checksum_of, entry_checksum, new_checksum
 from .units import human_bytes
-from .writer import TAR_END
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +142,15 @@ def _parse_decode(decode: int | str) -> Optional[int]:
 def _verify_index_and_offsets(out: Output, res: VerifyResult) -> Optional[np.ndarray]:
     """Index consistency and the offsets file; returns the offsets when usable."""
     first = 0
-    for s in out.shards:
+    for s in out.shards if out.generation == 1 else ():  # appended to: the extents, checked when read, say where the clips are
         if int(s["first_clip"]) != first:
             res.add(s["name"], f"index says first_clip {s['first_clip']}, the shards before it hold {first} clips")
         first += int(s["clips"])
-    if first != out.clips:
+    if first != out.clips and out.generation == 1:
         res.problems.append(f"{out.index_url}: shards hold {first} clips, counts say {out.clips}")
+    extents = out.index.get("extents") if out.generation > 1 else None
+    if extents is not None and _checksum_differs(extents, out.loc.read_bytes(out.file_name(extents.get("name"), "extents"))):
+        res.problems.append(f"{out.loc.join_url(str(extents.get('name')))}: {_checksum_label(extents)} differs from the index")
     meta = out.index.get("offsets") or {}
     where = out.loc.join_url(str(meta.get("name", OFFSETS_NAME)))
     try:
@@ -237,19 +239,22 @@ def _verify_shard_files(out: Output, res: VerifyResult, *, jobs: int, progress: 
 
 
 def _verify_tiling(out: Output, res: VerifyResult, offsets: np.ndarray) -> None:
-    """Each shard's clips must be back to back from byte 0 up to the end-of-archive blocks."""
-    for s in out.shards:
-        a, n = int(s["first_clip"]), int(s["clips"])
+    """Each shard's clips must be back to back from byte 0 up to the end-of-archive blocks (an
+    appended output: each extent's from its first byte to its last, see :mod:`.extents`)."""
+    for a, n, shard, start, stop in out.extents.tolist():
+        s = out.shards[shard]
         rows = offsets[a : a + n]
         if n == 0 or len(rows) != n:
             res.add(s["name"], f"index lists {n} clips from {a}, offsets.npy has {len(rows)} rows for them")
             continue
         ends = rows[:, 0] + rows[:, 1]
-        starts_ok = rows[0, 0] == 0 and bool(np.all(rows[1:, 0] == ends[:-1]))
-        if not starts_ok or ends[-1] + len(TAR_END) != int(s["bytes"]) or bool(np.any(rows[:, 1] <= 0)):
-            res.add(s["name"], f"offsets.npy rows {a}..{a + n - 1} do not tile the shard's {s['bytes']} bytes")
+        starts_ok = rows[0, 0] == start and bool(np.all(rows[1:, 0] == ends[:-1]))
+        if not starts_ok or ends[-1] != stop or bool(np.any(rows[:, 1] <= 0)):
+            what = f"the shard's {s['bytes']} bytes" if out.generation == 1 else f"bytes {start}..{stop} of the shard"
+            res.add(s["name"], f"offsets.npy rows {a}..{a + n - 1} do not tile {what}")
     if offsets.shape[1] > 2 and len(offsets):  # index version 2: keys in clip order, labels naming classes
-        if bool(np.any(offsets[1:, 2] <= offsets[:-1, 2])):
+        same = np.repeat(np.arange(len(out.extents)), out.extents[:, 1])  # an appended output: within each extent
+        if bool(np.any((offsets[1:, 2] <= offsets[:-1, 2]) & ((same[1:] == same[:-1]) | (out.generation == 1)))):
             res.problems.append(f"{out.index_url}: offsets.npy's sample keys are not in clip order (duplicate or moved rows)")
         if bool(np.any((offsets[:, 3] < 0) | (offsets[:, 3] >= len(out.classes)))):
             res.problems.append(f"{out.index_url}: offsets.npy has labels outside 0..{len(out.classes) - 1}")

@@ -9,6 +9,7 @@ start-up nor memory grows with the number of videos or clips.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from clipshards.convert.extents import EXTENTS_NAME, generation_of, read_extents
 from clipshards.convert.schema import (
     CODECS,
     INDEX_NAME,
@@ -27,11 +29,12 @@ from clipshards.convert.schema import (
     ShardFormatError,
     check_index_version,
     check_plain_name,
+    checksum_of,
     entry_checksum,
 )
 from clipshards.convert.storage import Location, reach
 
-from .offsets import LEGACY_COLUMNS, OFFSETS_PAGE, ClipOffsets, PageRules
+from .offsets import LEGACY_COLUMNS, OFFSETS_PAGE, TAR_END_BYTES, ClipOffsets, PageRules
 from .transport import Transport, TransportOptions
 
 logger = logging.getLogger(__name__)
@@ -47,13 +50,23 @@ _VIDEOS_KEY = b',"videos":['
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard as the index lists it; clips ``first_clip .. first_clip + clips - 1`` live in it."""
+    """One shard as the index lists it; clips ``first_clip .. first_clip + clips - 1`` live in it.
+    In an output appended to, one *extent* (:mod:`clipshards.convert.extents`): those clips lie
+    back to back in bytes ``[start, end)`` of shard file ``name`` (``end`` -1: up to the file's
+    end-of-archive blocks, as in a shard of a fresh conversion, which starts at byte 0)."""
 
     name: str
     clips: int
     first_clip: int
     bytes: int
     checksum: str = ""  # "<algorithm>:<hex digest>" as the index records it, "" if it does not
+    start: int = 0
+    end: int = -1
+
+    @property
+    def stop(self) -> int:
+        """Where its last clip ends: ``end``, or before the file's two end-of-archive blocks."""
+        return self.end if self.end >= 0 else self.bytes - TAR_END_BYTES
 
 
 def split_url(url: str | os.PathLike, split: str) -> str:
@@ -96,8 +109,8 @@ def _classes(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _check_shards(shards: tuple[ShardEntry, ...], num_clips: int, where: str) -> None:
-    """Shards tile the clips in order, each a file of its own."""
+def _check_shards(shards: tuple[ShardEntry, ...], files: tuple[ShardEntry, ...], num_clips: int, where: str) -> None:
+    """Shards (or an appended output's extents) tile the clips in order; each file is listed once."""
     first = 0
     for s in shards:
         if s.first_clip != first or s.clips < 0 or s.bytes < 0:
@@ -105,18 +118,41 @@ def _check_shards(shards: tuple[ShardEntry, ...], num_clips: int, where: str) ->
         first += s.clips
     if first != num_clips:
         raise ShardFormatError(f"{where}: shards hold {first} clips, counts say {num_clips}")
-    if len({s.name for s in shards}) != len(shards):
+    if len({s.name for s in files}) != len(files):
         raise ShardFormatError(f"{where}: a shard file is listed twice")
 
 
+def _file(entry: Mapping[str, Any], where: str, *, in_order: bool) -> ShardEntry:
+    """A shard file as the index lists it (``first_clip``: only where the shards hold the clips in order)."""
+    return ShardEntry(check_plain_name(entry["name"], what="shard", where=where), int(entry["clips"]),
+                      int(entry["first_clip"]) if in_order else -1, int(entry["bytes"]), _checksum(entry))
+
+
+def _extents(transport: Transport, entry: Mapping[str, Any], files: tuple[ShardEntry, ...], num_clips: int,
+             where: str) -> tuple[ShardEntry, ...]:
+    """An appended output's extents (read whole, checked against the index's size and checksum and
+    against its shards), each as the :class:`ShardEntry` of the stretch of a file it is."""
+    name = check_plain_name(entry.get("name", EXTENTS_NAME), what="extents", where=where)
+    data = transport.read(name)
+    algo, digest = entry_checksum(entry)
+    if len(data) != int(entry.get("bytes", len(data))) or (algo and checksum_of(algo, data) != digest):
+        raise ShardFormatError(f"{transport.url_of(name)}: its size or {algo or 'checksum'} differs from the index's")
+    table = read_extents(data, clips=num_clips, shard_bytes=np.array([f.bytes for f in files], dtype=np.int64),
+                         where=transport.url_of(name))
+    return tuple(dataclasses.replace(files[shard], first_clip=first, clips=count, start=start, end=end)
+                 for first, count, shard, start, end in table.tolist())
+
+
 def _clip_offsets(transport: Transport, head: Mapping[str, Any], shards: tuple[ShardEntry, ...], num_clips: int,
-                  classes: int, where: str) -> ClipOffsets:
+                  classes: int, where: str, *, ordered: bool = True) -> ClipOffsets:
     """The split's offsets table, its header and first page read and checked now."""
     entry = dict(head.get("offsets") or {"name": OFFSETS_NAME})
     name = check_plain_name(entry.get("name", OFFSETS_NAME), what="offsets", where=where)
     columns = LEGACY_COLUMNS if head.get("version") == 1 else len(OFFSETS_COLUMNS)
     rules = PageRules(np.array([s.first_clip for s in shards], dtype=np.int64), np.array([s.clips for s in shards], dtype=np.int64),
-                      np.array([s.bytes for s in shards], dtype=np.int64), classes)
+                      np.array([s.bytes for s in shards], dtype=np.int64), classes,
+                      starts=np.array([s.start for s in shards], dtype=np.int64),
+                      ends=np.array([s.stop for s in shards], dtype=np.int64), ordered=ordered)
     offsets = ClipOffsets(transport, name, num_clips, entry.get("bytes"), columns=columns, rules=rules)
     offsets.open()
     return offsets
@@ -175,11 +211,13 @@ class DatasetIndex:
             # UCF101/HMDB51: which annotation files the folds in the video records come from
             self.annotations: Optional[dict[str, Any]] = dict(head["annotations"]) if head.get("annotations") else None
             self.num_clips = int(head["counts"]["clips"])
-            self.shards: tuple[ShardEntry, ...] = tuple(
-                ShardEntry(check_plain_name(s["name"], what="shard", where=where), int(s["clips"]), int(s["first_clip"]),
-                           int(s["bytes"]), _checksum(s))
-                for s in head["shards"]
-            )
+            # the shard files; and the runs of clips the epoch plans and reads go by: the shards
+            # themselves, or in an output appended to (generation >= 2) its extents
+            self.generation = generation_of(head)
+            appended = self.generation > 1  # an appended output names its extents table
+            self.files: tuple[ShardEntry, ...] = tuple(_file(s, where, in_order=not appended) for s in head["shards"])
+            self.shards: tuple[ShardEntry, ...] = (
+                _extents(self.transport, head["extents"], self.files, self.num_clips, where) if appended else self.files)
             self.limits = ClipLimits.from_head(head, self.options, len(self.classes))
         except ShardFormatError:
             raise
@@ -188,19 +226,28 @@ class DatasetIndex:
         self.codec = str(self.options.get("codec", "raw"))
         if self.codec not in CODECS:
             raise ShardFormatError(f"{where}: unknown codec {self.codec!r} (known: {CODECS})")
-        _check_shards(self.shards, self.num_clips, where)
+        _check_shards(self.shards, self.files, self.num_clips, where)
         self.first_clips = np.array([s.first_clip for s in self.shards], dtype=np.int64)
-        for s in self.shards:
+        for s in self.files:
             self.transport.known(s.name, size=s.bytes, version=s.checksum)
-        self.offsets = _clip_offsets(self.transport, head, self.shards, self.num_clips, len(self.classes), where)
+        self.offsets = _clip_offsets(self.transport, head, self.shards, self.num_clips, len(self.classes), where,
+                                     ordered=not self.appended)
         self._videos: Optional[list[dict[str, Any]]] = None
         logger.debug("opened %s: %d classes, %d clips in %d shards (%s)", where, len(self.classes),
                      self.num_clips, len(self.shards), self.codec)
 
     @property
+    def appended(self) -> bool:
+        """Whether the output was appended to (``convert --append``): its shards do not hold the
+        clips in global order, and the labels its old shards store may be out of date (the
+        index's are used, each clip's stored class name checked against it)."""
+        return self.generation > 1
+
+    @property
     def clip_bytes(self) -> float:
         """Mean bytes of a clip in the shards (0 for an empty split)."""
-        return sum(s.bytes for s in self.shards) / self.num_clips if self.num_clips else 0.0
+        stored = sum(s.bytes if s.end < 0 else s.end - s.start for s in self.shards)
+        return stored / self.num_clips if self.num_clips else 0.0
 
     @property
     def url(self) -> str:

@@ -77,6 +77,7 @@ class IndexedKinetics(ClassesFromIndex, Dataset):
             table = ClipTable(open_table(self.index), self.frames_per_clip, self.step_between_clips, self.frame_rate)
             self._videos = VideoClipReader(self.index, table)
         self._counts: Optional[np.ndarray] = None
+        self._ends: Optional[np.ndarray] = None  # cumulative clips of the root's videos (see _ids)
 
     def __len__(self) -> int:
         return self._videos.clips.num_clips if self._videos is not None else self.index.num_clips
@@ -145,7 +146,16 @@ class IndexedKinetics(ClassesFromIndex, Dataset):
         if not self.with_ids:
             return out
         meta = sample["meta"]
-        return (*out, -1 if isinstance(i, PaddedIndex) else int(meta["video_index"]), int(meta["clip_index"]))
+        video, clip = self._ids(raw.clip) if self.index.appended else (int(meta["video_index"]), int(meta["clip_index"]))
+        return (*out, -1 if isinstance(i, PaddedIndex) else video, clip)
+
+    def _ids(self, g: int) -> tuple[int, int]:
+        """``(video_idx, clip_idx)`` of global clip ``g`` over all the root's videos, from the index's
+        records: the samples of an output appended to keep the video numbers they were written with."""
+        if self._ends is None:
+            self._ends = np.cumsum(IndexedKinetics.clips_per_video.fget(self))  # type: ignore[attr-defined]
+        video = int(np.searchsorted(self._ends, g, side="right"))
+        return video, g - int(self._ends[video - 1] if video else 0)
 
     def _video_output(self, clip: VideoClip, i: int) -> tuple[Any, ...]:
         return clip_output(clip, self.output_format, self.transform, with_ids=self.with_ids, padded=isinstance(i, PaddedIndex))

@@ -36,12 +36,17 @@ TAR_END_BYTES = 2 * _BLOCK  # the end-of-archive blocks after a shard's last sam
 @dataclass(frozen=True)
 class PageRules:
     """What the rows must agree with: each shard's first clip, clip count and size (from the
-    index), and the number of classes."""
+    index), and the number of classes. In an output appended to, the "shards" are its extents
+    (runs of clips back to back in one shard file, see :mod:`clipshards.convert.extents`): each
+    from byte ``starts[i]`` to ``ends[i]`` of its file, keys increasing within each only."""
 
     first_clips: np.ndarray  # int64, ascending
     shard_clips: np.ndarray  # int64
     shard_bytes: np.ndarray  # int64
     classes: int
+    starts: Optional[np.ndarray] = None  # where each one's first clip starts (None: byte 0)
+    ends: Optional[np.ndarray] = None  # where its last clip ends (None: before its file's end-of-archive blocks)
+    ordered: bool = True  # keys increase across shards too (False: an appended output's extents)
 
     def check(self, rows: np.ndarray, first: int, has_previous: bool) -> Optional[str]:
         """Why ``rows`` (global clips ``first ..``, the first of them the row before the page
@@ -50,10 +55,12 @@ class PageRules:
         shard = np.searchsorted(self.first_clips, g, side="right") - 1
         off, length = rows[:, 0], rows[:, 1]
         end = off + length
+        start = self.starts[shard] if self.starts is not None else 0
+        stop = self.ends[shard] if self.ends is not None else self.shard_bytes[shard] - TAR_END_BYTES
         bad = (off < 0) | (length <= 0) | (off % _BLOCK != 0) | (length % _BLOCK != 0) | (end > self.shard_bytes[shard])
-        bad |= (g == self.first_clips[shard]) & (off != 0)  # a shard's first clip at its start,
+        bad |= (g == self.first_clips[shard]) & (off != start)  # a shard's first clip at its start,
         last = g == self.first_clips[shard] + self.shard_clips[shard] - 1  # its last one just before the end blocks
-        bad |= last & (end != self.shard_bytes[shard] - TAR_END_BYTES)
+        bad |= last & (end != stop)
         if bad.any():
             i = int(np.argmax(bad))
             return f"row {first + i}: bytes [{off[i]}, {end[i]}) are not a clip of its shard ({self.shard_bytes[shard[i]]} bytes)"
@@ -65,7 +72,7 @@ class PageRules:
                     "(duplicate, overlapping or out-of-order rows)")
         if rows.shape[1] > LEGACY_COLUMNS:
             key, label = rows[:, 2], rows[:, 3]
-            order = key[1:] <= key[:-1]
+            order = (key[1:] <= key[:-1]) & (same | self.ordered)
             if (key < 0).any() or order.any():
                 i = int(np.argmax(order)) + 1 if order.any() else int(np.argmax(key < 0))
                 return f"row {first + i}: sample key number {key[i]} does not follow {key[i - 1] if i else 'nothing'} (keys must increase)"

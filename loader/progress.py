@@ -125,7 +125,7 @@ class EpochProgress:
         if state.get("version") not in READABLE_STATE_VERSIONS:
             raise ValueError(f"StreamingKinetics state version {state.get('version')!r} is not one of "
                              f"{READABLE_STATE_VERSIONS}")
-        for key, mine in identity.items():
+        for key, mine in sorted(identity.items(), key=lambda item: item[0] not in _CHANGED):  # why first: a changed dataset
             if key in ELASTIC or (key in _CHANGED and key not in state):
                 continue
             if state.get(key) != mine:

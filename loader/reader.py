@@ -116,6 +116,9 @@ class RawSample:
     label: Optional[int] = None
     limits: Optional[ClipLimits] = None
     pixels: Optional[RawPixels] = None  # a raw video read later, straight into its batch (see .pixels)
+    # an appended output: the index's class of the clip; its stored class name must be this one,
+    # and ``label`` is its label (the one its shard stores may predate a class inserted before it)
+    class_name: Optional[str] = None
 
 
 def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
@@ -237,13 +240,19 @@ def decode(raw: RawSample, *, defer_jpeg: bool = False) -> dict[str, Any]:
     problem = _disagreement(raw, sample)
     if problem is not None:
         raise ShardReadError(raw.shard, raw.clip, f"{raw.key}.{problem[0]}", problem[1])
+    if raw.class_name is not None:
+        sample["label"] = raw.label
     return sample
 
 
 def _disagreement(raw: RawSample, sample: dict[str, Any]) -> Optional[tuple[str, str]]:
     """``(field, why)`` when a decoded clip is not what the index says its clips are."""
     label, limits = sample["label"], raw.limits
-    if raw.label is not None and label != raw.label:
+    if raw.class_name is not None:  # an appended output: the class by name, the label from the index
+        if sample["meta"].get("class") != raw.class_name:
+            return META_MEMBER, f"its class is not {raw.class_name!r}, the index's class of this clip"
+        label = raw.label
+    elif raw.label is not None and label != raw.label:
         return LABEL_MEMBER, f"label {label}, offsets.npy records {raw.label} for this clip"
     if limits is not None:
         if not 0 <= label < limits.classes:
@@ -381,6 +390,7 @@ class SampleReader:
         self._limits: Optional[ClipLimits] = None
         self._legacy: Optional[LegacyIdentities] = None
         self._head = HEAD_BYTES  # bytes read of a clip whose pixels are read later: see _unread_pixels
+        self._names = index.classes if index.appended else None  # see RawSample.class_name
 
     @property
     def limits(self) -> ClipLimits:
@@ -404,6 +414,12 @@ class SampleReader:
                                      f"output's keys, are unreadable ({type(exc).__name__}: {exc})") from exc
         raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row, self._legacy)
         raw.limits = self.limits
+        return self._named(raw)
+
+    def _named(self, raw: RawSample) -> RawSample:
+        """``raw`` with the index's class name of its label, in an output appended to (see :class:`RawSample`)."""
+        if self._names is not None and raw.label is not None:
+            raw.class_name = self._names[raw.label]
         return raw
 
     def fetch(self, g: int, defer: bool = False) -> RawSample:
@@ -416,7 +432,7 @@ class SampleReader:
             head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits, self._head)
             if head is not None:
                 self._head = head.pixels.lead + 1024  # type: ignore[union-attr]  # the next clip's, most likely, with room
-                return head
+                return self._named(head)
         try:
             buf = self.index.transport.read_buffer(shard.name, off, off + length)
         except (OSError, ValueError) as exc:

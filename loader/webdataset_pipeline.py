@@ -222,6 +222,10 @@ def webdataset_pipeline(
         if splitter is not None and not callable(splitter):
             raise ValueError(f"{name}={splitter!r}: must be a callable over the shard list, or None")
     index = DatasetIndex(url, split, storage_options=storage_options, transport=transport)
+    if index.appended:
+        raise ValueError(f"{index.url} was appended to (convert --append, generation {index.generation}): its shards no "
+                         "longer hold the clips in global order, and this pipeline streams shard by shard; read it "
+                         "with StreamingKinetics or IndexedKinetics, or convert it afresh")
     urls = [index.transport.url_of(s.name) for s in index.shards]
     if index.transport.location.is_local:
         urls = [index.transport.location.path(s.name) for s in index.shards]

@@ -20,11 +20,11 @@ LAYERS = [
     ["cli", "__init__"],
     ["example", "tools"],
     ["api", "inspection", "verify", "preview"],  # the pipeline; the three commands
-    ["engine", "packer", "resume", "plan", "output", "lock"],
+    ["engine", "packer", "resume", "plan", "output", "lock", "append"],  # append: convert --append's merge
     ["spool", "index"],
     ["worker"],
     ["video_encoder"],  # the videos layout: one whole video as one sample
-    ["writer", "decode", "errors", "options", "video_sample"],
+    ["writer", "decode", "errors", "options", "video_sample", "extents"],  # extents: an appended output's map
     ["schema", "storage", "clips", "layout", "report", "synth", "folds"],
     ["units", "walk", "storage_errors"],
 ]
