@@ -167,7 +167,10 @@ def run_convert(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 1
     if report.dry_run:
-        print(f"dry run: nothing written. {len(report.videos)} videos, plan: {report.plan}")
+        change = report.append  # --append: the videos planned are those added or changed
+        print(f"dry run: nothing written. {len(report.videos)} videos"
+              + (f" to convert (append: {len(change['added'])} added, {len(change['changed'])} changed, "
+                 f"{len(change['removed'])} removed)" if change else "") + f", plan: {report.plan}")
         return 0
     print(report.summary())
     return EXIT_SKIPPED if report.skipped else 0

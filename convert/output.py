@@ -78,7 +78,7 @@ class Output:
             self.shards: list[dict[str, Any]] = [dict(s) for s in self.index["shards"]]
             self.clips = int(self.index["counts"]["clips"])
             self.generation = generation_of(self.index)  # >= 2: appended to, its extents say where the clips are
-            self.extents = self._extents()
+            self.extents = _extents(self)
             self.firsts = self.extents[:, 0].tolist()
             self.classes: list[str] = list(self.index["classes"])
             self.videos: list[dict[str, Any]] = list(self.index["videos"])
@@ -92,17 +92,6 @@ class Output:
                             key=lambda v: v["first_clip"])
         self._video_firsts = [int(v["first_clip"]) for v in with_clips]
         self._video_by_first = with_clips
-
-    def _extents(self) -> np.ndarray:
-        """``[E, 5]`` (:data:`~.extents.EXTENTS_COLUMNS`): the runs of clips stored back to back in
-        one shard; for a fresh conversion, the shards themselves."""
-        if self.generation == 1:
-            return np.array([[int(s["first_clip"]), int(s["clips"]), i, 0, int(s["bytes"]) - 2 * BLOCK]
-                             for i, s in enumerate(self.shards)], dtype=np.int64).reshape(-1, 5)
-        entry = self.index["extents"]
-        name = self.file_name(entry.get("name"), "extents")
-        return read_extents(self.loc.read_bytes(name), clips=self.clips, where=self.loc.join_url(name),
-                            shard_bytes=np.array([int(s["bytes"]) for s in self.shards], dtype=np.int64))
 
     def shard_of(self, g: int) -> dict[str, Any]:
         return self.shards[int(self.extents[bisect.bisect_right(self.firsts, g) - 1, 2])]
@@ -207,6 +196,17 @@ class Output:
         sample["video_record"] = video
         sample["shard"] = shard["name"]
         return sample
+
+
+def _extents(out: Output) -> np.ndarray:
+    """``[E, 5]`` (:data:`~.extents.EXTENTS_COLUMNS`): the runs of clips stored back to back in
+    one shard of ``out``; for a fresh conversion, the shards themselves."""
+    if out.generation == 1:
+        return np.array([[int(s["first_clip"]), int(s["clips"]), i, 0, int(s["bytes"]) - 2 * BLOCK]
+                         for i, s in enumerate(out.shards)], dtype=np.int64).reshape(-1, 5)
+    name = out.file_name(out.index["extents"].get("name"), "extents")
+    return read_extents(out.loc.read_bytes(name), clips=out.clips, where=out.loc.join_url(name),
+                        shard_bytes=np.array([int(s["bytes"]) for s in out.shards], dtype=np.int64))
 
 
 def split_location(base: Location, split: Optional[str]) -> Location:

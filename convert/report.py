@@ -135,6 +135,10 @@ class ConvertReport:
 
 def append_summary(append: dict[str, Any]) -> str:
     """The one line an append adds to the summary: what changed in the input, what was written."""
-    return (f"append (generation {append['generation']}): {len(append['added'])} videos added, "
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    return (f"append (generation {append['generation']}): {n(len(append['added']), 'video')} added, "
             f"{len(append['changed'])} changed (converted again), {len(append['removed'])} removed; "
-            f"{append['shards_written']} new shards, {len(append['shards_dropped'])} shards no longer used")
+            f"{n(append['shards_written'], 'new shard')}, {n(len(append['shards_dropped']), 'old shard')} deleted "
+            "(no clip of it used any more)")

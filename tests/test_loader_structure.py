@@ -39,7 +39,8 @@ RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "clipshards.convert.units",
                    "clipshards.convert.storage_errors",  # what a storage failure means, the connect timeout
                    "clipshards.convert.folds",
-                   "clipshards.convert.clips", "clipshards.convert.video_sample"}  # the videos layout: clip rules, its format  # folds: the annotation files' rules, read by both halves
+                   "clipshards.convert.clips", "clipshards.convert.video_sample",  # the videos layout: clip rules, its format  # folds: the annotation files' rules, read by both halves
+                   "clipshards.convert.extents"}  # an appended output's extents: where its clips are
 
 
 def _modules() -> dict[str, ast.Module]:
