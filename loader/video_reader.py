@@ -80,7 +80,7 @@ def _check_rows(index: DatasetIndex, t: np.ndarray, url: str) -> None:
     """Every row's sample inside its shard, its frames and audio inside its sample, its label a
     class and its frame size no larger than the index's largest: refused at start-up, before a
     read could go astray or a clip be allocated from a hostile size."""
-    sizes = np.array([s.bytes for s in index.shards], dtype=np.int64)
+    sizes = np.array([s.bytes for s in index.files], dtype=np.int64)
     if int(t["shard"].max()) >= len(sizes) or bool(np.any(t["sample_offset"] + t["sample_bytes"] > sizes[t["shard"]])):
         raise ShardFormatError(f"{url}: a video's byte range lies outside its shard")
     if int(t["label"].min()) < 0 or int(t["label"].max()) >= len(index.classes):
@@ -128,7 +128,7 @@ class VideoClipReader:
 
     # -- where the bytes are ----------------------------------------------------------------
     def _shard(self, row: int) -> str:
-        return self.index.shards[int(self.table["shard"][row])].name
+        return self.index.files[int(self.table["shard"][row])].name
 
     def _requests(self, s: ClipSpan, g: int) -> list[Request]:
         """``[video range, audio range (if any)]`` of clip ``s``: shard name, start, end."""
@@ -150,7 +150,7 @@ class VideoClipReader:
         for a, b in reqs:
             if not 0 <= a <= b <= size:
                 raise self._error(g, s, None, f"bytes [{a}, {b}) of the sample are outside its {size} bytes")
-        name = self.index.shards[r["shard"]].name
+        name = self.index.files[r["shard"]].name
         return [(name, base + a, base + b) for a, b in reqs]
 
     def _load_frame_tables(self, spans: list[ClipSpan], gs: list[int]) -> None:
