@@ -164,8 +164,12 @@ def _append_held(layout: DatasetLayout, opts: ConvertOptions, loc: Location, loc
         if _planned_only(report, plan, change.delta, opts):
             return report
         assert lock is not None
+        def discard() -> None:  # a strict run refused: the output is left as it was
+            job.discard()
+            loc.remove_tree(PROGRESS_DIR)
+
         _execute(_Run(change.delta, opts, loc, eng, plan, fingerprint, engine, report, lock,
-                      target=RunTarget(job.names, lambda packer, records: job.finish(packer.shards, records), job.discard)))
+                      target=RunTarget(job.names, lambda packer, records: job.finish(packer.shards, records), discard)))
     return report
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset
 
 from clipshards.convert import convert, inspect_output, read_clip, verify_output
 from clipshards.convert.cli import main
-from clipshards.convert.errors import ConversionMismatch
+from clipshards.convert.errors import ConversionMismatch, StrictModeError
 from clipshards.convert.storage import Location
 from clipshards.convert.synth import VideoSpec, make_dataset, write_video
 from clipshards.loader import IndexedKinetics, StreamingKinetics, webdataset_pipeline
@@ -213,6 +213,17 @@ def test_refusals(trees, tmp_path):
     # without --append, a changed input is refused with both ways out
     with pytest.raises(ConversionMismatch, match=r"pass --append \(append=True\).*or --overwrite"):
         convert(root, trees["before"], **KW)
+
+
+def test_a_strict_append_refused_leaves_the_output_as_it_was(trees, tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    shutil.copytree(trees["root"], root)
+    shutil.copytree(trees["before"], out)
+    write_video(root / "train" / "a" / "video_007.mp4", VideoSpec(frames=3, seed=44))  # too short for a clip
+    before = {n: _sha(out / "train" / n) for n in os.listdir(out / "train")}
+    with pytest.raises(StrictModeError, match="video_007.mp4: too short"):
+        convert(root, out, append=True, strict=True, **KW)
+    assert {n: _sha(out / "train" / n) for n in os.listdir(out / "train")} == before
 
 
 def test_webdataset_pipeline_refuses_an_appended_output(trees):

@@ -91,3 +91,25 @@ def test_append_on_s3(s3_server, tmp_path):  # noqa: F811
     assert result.ok, result.summary()
     again = convert(root, url, storage_options=so, append=True, **kw)  # nothing changed since: nothing to do
     assert again.append is None
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+def test_batches_of_large_clips(tmp_path, codec):
+    """ClipLoader batches (raw pixels over 1 MiB read straight into the batch, JPEG frames decoded
+    into it, both checked when collated) of an appended output equal a fresh conversion's."""
+    root = tmp_path / "root"
+    spec = VideoSpec(frames=16, width=256, height=192)
+    make_dataset(root, classes=("a", "c"), videos_per_class=1, spec=spec, vary_length=False)
+    kw = dict(frames_per_clip=8, step_between_clips=8, layout="clips", codec=codec, workers=1, progress=False,
+              shard_size=4_000_000)
+    convert(root, tmp_path / "out", **kw)
+    write_video(root / "train" / "b" / "video_000.mp4", VideoSpec(frames=16, width=256, height=192, seed=80))
+    convert(root, tmp_path / "out", append=True, **kw)
+    convert(root, tmp_path / "fresh", **kw)
+
+    def batches(out: Path) -> list[tuple]:
+        loader = StreamingKinetics(out, shuffle=False).loader(batch_size=2, num_workers=0)
+        return [(b.video.numpy().tobytes(), b.audio.numpy().tobytes(), b.label.tolist()) for b in loader]
+
+    got = batches(tmp_path / "out")
+    assert got == batches(tmp_path / "fresh") and [b[2] for b in got] == [[0, 0], [1, 1], [2, 2]]
