@@ -4,7 +4,8 @@ One writer packs the ordered per-video results into shards of at most ``shard_si
 bytes (:mod:`.packer`), so shard boundaries depend on the input alone. After each shard a
 done-marker records the resume cursor (:mod:`.resume`); a run started again with the same
 arguments keeps the finished shards and continues from the cursor. The index is written
-last (:mod:`.index`).
+last (:mod:`.index`). ``append=True`` runs the same loop over only the videos added or changed
+since a finished conversion, then merges and swaps the index (:mod:`.append`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ member             content
 ``key`` is built from positions, never from file names: ``<video index, 8 digits>_<clip
 index within the video, 6 digits>`` (:func:`clip_key`). It has no dot (WebDataset cuts keys at
 the first dot), is unique even when two classes hold the same file name, and sorts in clip order.
+In an output appended to, old shards keep the keys they were written with and the new shards'
+keys number their videos above any used before (the index records each video's number, see
+:mod:`.extents`), so a key is never repeated.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Opening reads the head of ``index.json`` only: the converter writes it with sort
 the per-video records (``"videos"``, the one part that grows with the number of videos)
 come last and are left unread until :attr:`DatasetIndex.videos` is asked for. Clip byte
 ranges come from ``offsets.npy`` in pages read on first use (:mod:`.offsets`), so neither
-start-up nor memory grows with the number of videos or clips.
+start-up nor memory grows with the number of videos or clips. An output appended to
+(``convert --append``) also has an extents table, read whole when opened: a row per run of
+clips stored back to back in one shard, so it grows with the appends' changes, not the clips.
 """
 
 from __future__ import annotations

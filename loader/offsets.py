@@ -9,7 +9,9 @@ the number of clips.
 Every page is checked before any row of it is used (:class:`PageRules`): the byte ranges of a
 shard's clips must tile it from byte 0 in order (a duplicated, overlapping or out-of-order row
 breaks the tiling) and end inside it; keys must increase; labels must name a class. A page is
-read with the row before it, so the checks hold across page boundaries too.
+read with the row before it, so the checks hold across page boundaries too. In an output
+appended to, the same holds of each extent (a run of clips back to back in one shard, see
+:mod:`clipshards.convert.extents`) between the bytes it names, keys increasing within it.
 """
 
 from __future__ import annotations
