@@ -93,5 +93,10 @@ def read_extents(data: bytes | memoryview, *, clips: int, shard_bytes: np.ndarra
                                "of the index's clips inside a shard it lists")
     if int(count.sum()) != clips:
         raise ShardFormatError(f"{where}: extents hold {int(count.sum())} clips, the index counts {clips}")
+    order = np.lexsort((start, shard))  # no two extents share a byte of a shard: no clip is listed twice
+    overlap = (shard[order][1:] == shard[order][:-1]) & (start[order][1:] < end[order][:-1])
+    if overlap.any():
+        i = int(order[int(np.argmax(overlap)) + 1])
+        raise ShardFormatError(f"{where}: extent {i} overlaps another one's bytes of shard {int(shard[i])}")
     return table
 

@@ -374,3 +374,27 @@ def test_an_append_killed_is_finished_by_a_rerun(trees, fresh_items, tmp_path, m
     assert subprocess.run(cmd, capture_output=True).returncode == 3  # the rerun (one video is skipped: status 3)
     assert _items(IndexedKinetics(out)) == fresh_items
     assert sorted(os.listdir(out / "train")) == sorted(os.listdir(trees["appended"] / "train"))
+
+
+def test_extents_table_rules():
+    from clipshards.convert.extents import extents_of, generation_name, read_extents
+    from clipshards.convert.schema import ShardFormatError, encode_npy
+
+    rows = np.array([[0, 1024, 0, 0, 0], [1024, 512, 0, 0, 0], [0, 512, 0, 0, 0], [2048, 512, 0, 0, 0],
+                     [1536, 512, 0, 0, 0]], dtype=np.int64)
+    table = extents_of(np.array([0, 0, 1, 0, 0]), rows)  # a new shard between, then a gap, then out of order
+    assert table.tolist() == [[0, 2, 0, 0, 1536], [2, 1, 1, 0, 512], [3, 1, 0, 2048, 2560], [4, 1, 0, 1536, 2048]]
+    sizes = np.array([4096, 2048])
+    assert read_extents(encode_npy(table), clips=5, shard_bytes=sizes, where="x").tolist() == table.tolist()
+    for change, why in [((0, 1, 3), "is not a run"),  # the clip counts no longer tile the clips
+                        ((1, 2, 2), "is not a run"),  # no such shard
+                        ((2, 3, 2000), "is not a run"),  # not on a tar block
+                        ((2, 4, 3584), "is not a run"),  # into the shard's end-of-archive blocks
+                        ((3, 3, 1024), "overlaps")]:  # another extent's bytes: a clip listed twice
+        bad = table.copy()
+        bad[change[:2]] = change[2]
+        if change[:2] == (3, 3):
+            bad[3, 4] = 1536
+        with pytest.raises(ShardFormatError, match=why):
+            read_extents(encode_npy(bad), clips=5, shard_bytes=sizes, where="x")
+    assert generation_name("offsets.npy", 1) == "offsets.npy" and generation_name("videos.npy", 12) == "videos.g12.npy"
