@@ -26,7 +26,7 @@ from .storage_errors import UNREACHABLE, StorageError, classify, permanent_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Location", "parse_storage_options", "redact", "open_regular", "NotRegularFileError", "StorageError", "reach"]
+__all__ = ["Location", "parse_storage_options", "redact", "open_regular", "open_regular_fd", "NotRegularFileError", "StorageError", "reach"]
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 
@@ -52,16 +52,28 @@ def open_regular(path: str, url: Optional[str] = None) -> BinaryIO:
     """``path`` opened for unbuffered reading, only when it is a regular file: a FIFO would block
     the open (and a read) forever, a device never end. Opened without blocking, checked with
     ``fstat``, so nothing is read before the check; :class:`NotRegularFileError` names ``url``."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    fd, _ = open_regular_fd(path, url)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
-                "a folder" if stat.S_ISDIR(mode) else "not a regular file")
-            raise NotRegularFileError(errno.EINVAL, f"{url or path} is {kind}, not a regular file: refused")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular_fd(path: str, url: Optional[str] = None) -> tuple[int, os.stat_result]:
+    """:func:`open_regular` as a bare descriptor and its ``fstat``, for ``pread``-style reads (the
+    descriptor stays non-blocking, which a regular file ignores): one ``open`` and one ``fstat``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            mode = st.st_mode
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
+                "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+            raise NotRegularFileError(errno.EINVAL, f"{url or path} is {kind}, not a regular file: refused")
+        return fd, st
     except BaseException:
         os.close(fd)
         raise

@@ -426,6 +426,10 @@ class SampleReader:
         """Clip ``g`` by one ranged read of its bytes (``defer``: a large local raw clip's
         pixels are left for the collate to read into the batch, see :mod:`.pixels`)."""
         shard, row = self._located(g)
+        return self._fetch_at(g, shard, row, defer)
+
+    def _fetch_at(self, g: int, shard: ShardEntry, row: np.ndarray, defer: bool) -> RawSample:
+        """:meth:`fetch` of clip ``g``, whose offsets row ``row`` in ``shard`` is known."""
         url = self.index.transport.url_of(shard.name)
         off, length = int(row[0]), int(row[1])
         if defer and length >= MIN_POOLED and len(row) > LEGACY_COLUMNS and self.index.transport.location.is_local:
@@ -525,7 +529,7 @@ class SampleReader:
                         yield seg.pos + j, item
                         done = j + 1
         for j in range(done, seg.count):
-            yield seg.pos + j, _or_error(self.fetch, seg.first + j, defer)
+            yield seg.pos + j, _or_error(self._fetch_at, seg.first + j, shard, rows[j], defer)
 
 
 def _unread_pixels(transport: Transport, shard: ShardEntry, url: str, g: int, row: np.ndarray,
