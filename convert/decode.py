@@ -14,7 +14,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import av
 import numpy as np
@@ -24,7 +24,7 @@ from .clips import audio_window, clip_count, selected_count, selected_index
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoError", "Probe", "probe", "target_size", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
+__all__ = ["VideoError", "Probe", "probe", "target_size", "ClipFrames", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
            "decode_audio_track"]
 
 # No Python log callback: with one installed, a frame-threaded decoder that logs an error
@@ -150,11 +150,38 @@ def target_size(src_w: int, src_h: int, width: int = 0, height: int = 0, min_dim
     return src_w, src_h
 
 
+class ClipFrames:
+    """A clip's ``T`` frames (uint8 ``[H, W, 3]`` each, views of the scaler's output) as one
+    array-like of shape ``[T, H, W, 3]``: ``np.asarray`` stacks them (one copy), ``[t]`` is
+    frame ``t`` uncopied. A JPEG clip encodes its frames where they are: megabytes a clip
+    not copied."""
+
+    __slots__ = ("frames", "shape")
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, frames: Sequence[np.ndarray]):
+        self.frames = tuple(frames)
+        if not self.frames:
+            raise ValueError("a clip has at least one frame")
+        self.shape = (len(self.frames), *self.frames[0].shape)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return self.frames[t]
+
+    def __array__(self, dtype: Optional[np.dtype] = None, copy: Optional[bool] = None) -> np.ndarray:
+        video = np.stack(self.frames)
+        return video if dtype is None else video.astype(dtype, copy=False)
+
+
 @dataclass
 class DecodedClip:
     clip_index: int
     frame_indices: tuple[int, ...]
-    video: np.ndarray  # uint8 [T, H, W, 3]
+    video: ClipFrames  # uint8 [T, H, W, 3]; np.asarray(video) is the array
     audio: np.ndarray  # float32 [K, L]
 
 
@@ -271,7 +298,7 @@ class _ClipAudio:
             except (av.error.FFmpegError, VideoError, ValueError) as exc:
                 info.audio_error = f"audio not decodable ({exc}); clips have empty audio"
 
-    def clip(self, c: int, video: np.ndarray, indices: tuple[int, ...]) -> DecodedClip:
+    def clip(self, c: int, video: ClipFrames, indices: tuple[int, ...]) -> DecodedClip:
         """Clip ``c`` of source frames ``indices``, with the audio those frames span."""
         if self.reader is not None:
             try:
@@ -341,14 +368,14 @@ class _ClipAssembler:
     """
 
     def __init__(self, T: int, S: int, *, fps: float, frame_rate: Optional[float], skip_clips: int,
-                 make: Callable[[int, np.ndarray, tuple[int, ...]], DecodedClip]):
+                 make: Callable[[int, ClipFrames, tuple[int, ...]], DecodedClip]):
         self.T, self.S, self.fps, self.frame_rate = T, S, fps, frame_rate
         self.skip_clips, self.make = skip_clips, make
         self.window: deque[tuple[int, int, np.ndarray]] = deque()  # (entry k, source index, frame)
         self.next_k = 0  # next resampled entry to fill
         self.next_clip = 0
         self.pending: list[int] = []  # clips whose frames are complete but whose validity is unknown
-        self.held: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+        self.held: dict[int, tuple[tuple[int, ...], ClipFrames]] = {}
 
     def entries_end(self, i: int) -> int:
         """End of the resampled entries source frame ``i`` fills (``next_k``: none)."""
@@ -375,7 +402,7 @@ class _ClipAssembler:
             entries = [e for e in self.window if lo <= e[0] < lo + T]
             if len(entries) != T:  # pragma: no cover - internal invariant
                 raise RuntimeError(f"clip {c}: {len(entries)} frames gathered, expected {T}")
-            self.held[c] = (tuple(e[1] for e in entries), np.stack([e[2] for e in entries]))
+            self.held[c] = (tuple(e[1] for e in entries), ClipFrames([e[2] for e in entries]))
             self.pending.append(c)
             self.next_clip += 1
             while self.window and self.window[0][0] < self.next_clip * S:

@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 import numpy as np
 import xxhash
 
+from .jpeg import encode_rgb_jpeg
+
 try:
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - a platform without its wheel: Pillow decodes
@@ -293,11 +295,8 @@ def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame, mode="RGB").save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False)
-    return buf.getvalue()
+    """JPEG bytes of an RGB frame, 4:2:0, standard tables: what ``PIL.Image.save`` writes (see :mod:`.jpeg`)."""
+    return encode_rgb_jpeg(frame, quality)
 
 
 def decode_jpeg(data: bytes | memoryview, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from .decode import AudioTrack, VideoInfo, decode_audio_track, iter_frames
 from .layout import VideoEntry
 from .options import ConvertOptions
+from .prefetch import prefetch, spare_core
 from .schema import dumps_json, encode_jpeg, npy_parts
 from .video_sample import FRAMES_MEMBER, npy_header_for, video_frame_member, video_key
 from .writer import BLOCK, member_header
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["VideoSample", "write_video_sample"]
 
 COPY_CHUNK = 4 << 20
+FRAMES_AHEAD = 16  # frames decoded ahead of the one being encoded
 
 
 @dataclass
@@ -113,8 +115,11 @@ def write_video_sample(fh: BinaryIO, e: VideoEntry, o: ConvertOptions, info: Vid
     for an unusable file)."""
     with tempfile.TemporaryFile(dir=scratch_dir) as frames_tmp, tempfile.TemporaryFile(dir=scratch_dir) as audio_tmp:
         frames = _Frames(frames_tmp, o.codec, o.jpeg_quality)
-        for frame in iter_frames(e.path, video_width=o.video_width, video_height=o.video_height,
-                                 video_min_dimension=o.video_min_dimension, threads=o.decoder_threads, info=info):
+        decoded = iter_frames(e.path, video_width=o.video_width, video_height=o.video_height,
+                              video_min_dimension=o.video_min_dimension, threads=o.decoder_threads, info=info)
+        if spare_core(o.resolved_workers):  # decode ahead in a thread while this one encodes
+            decoded = prefetch(decoded, depth=FRAMES_AHEAD)
+        for frame in decoded:
             frames.add(frame)
         track = decode_audio_track(e.path, rate=o.audio_samples, channels=o.audio_channels, threads=o.decoder_threads,
                                    info=info, sink=lambda chunk: audio_tmp.write(np.ascontiguousarray(chunk.T, dtype=np.float32).data))

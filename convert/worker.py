@@ -18,6 +18,7 @@ import xxhash
 from .decode import VideoError, VideoInfo, expected_clips, iter_clips
 from .layout import VideoEntry
 from .options import ConvertOptions
+from .prefetch import prefetch, spare_core
 from .schema import LAYOUT_VIDEOS, clip_checksum_of, clip_key, encode_sample
 from .storage import Location
 from .video_encoder import VideoSample, write_video_sample
@@ -26,6 +27,8 @@ from .writer import write_members
 logger = logging.getLogger(__name__)
 
 __all__ = ["VideoTask", "VideoResult", "convert_video", "clip_key", "spool_name", "slot_name"]
+
+CLIPS_AHEAD = 2  # clips decoded ahead of the one being written (each holds its T frames)
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,13 @@ def convert_video(task: VideoTask) -> VideoResult:
 
 
 def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int], checks: list[int]) -> None:
-    """Decode the clips of the task's video and write each as a sample to ``fh`` (the clips layout)."""
+    """Decode the clips of the task's video and write each as a sample to ``fh`` (the clips layout).
+
+    With a core to spare, the clips are decoded ahead in a thread while this one encodes and
+    writes (:mod:`.prefetch`); the samples are the same.
+    """
     e, o = task.entry, task.options
-    for clip in iter_clips(
+    clips = iter_clips(
         e.path,
         frames_per_clip=o.frames_per_clip,
         step_between_clips=o.step_between_clips,
@@ -152,7 +159,10 @@ def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int
         skip_clips=task.skip_clips,
         threads=o.decoder_threads,
         info=info,
-    ):
+    )
+    if spare_core(o.resolved_workers):
+        clips = prefetch(clips, depth=CLIPS_AHEAD)
+    for clip in clips:
         meta = {
             "path": e.relpath,
             "class": e.class_name,
