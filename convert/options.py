@@ -105,11 +105,9 @@ class ConvertOptions:
     jpeg_quality: int = 90
     shard_size: int = DEFAULT_SHARD_SIZE
     checksum: str = CHECKSUMS[0]
-    # "clips": one sample per clip (T, S and the frame rate fixed now); "videos": one sample per
-    # video, every frame once, clips cut when loading (T, S and the frame rate are then the
-    # loaders' defaults). None or "auto": default_layout's choice (videos when S < T), made here,
-    # so that the index records the layout written. Recorded in the index only for "videos": a
-    # clips output's bytes predate the option.
+    # "clips": one sample per clip (T, S, frame rate fixed now); "videos": one per video, clips cut
+    # when loading (T, S, frame rate the loaders' defaults); None/"auto": default_layout's choice, made
+    # here. Recorded in the index only for "videos": a clips output's bytes predate the option.
     layout: Optional[str] = None
     dataset: str = field(default=KINETICS, metadata={"recorded_unless": KINETICS})  # ROOT's layout, see .folds
     # run-only options: they change how the work is done, never the bytes written
@@ -133,7 +131,7 @@ class ConvertOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 bad(name, f"must be an integer in {lo}..{hi}{meaning}")
-        self._resolve_dataset(bad)
+        _resolve_dataset(self, bad)
         if self.frame_rate is not None:
             v = self.frame_rate
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_FRAME_RATE:
@@ -153,41 +151,15 @@ class ConvertOptions:
             bad("codec", f"must be one of {CODECS}")
         if self.checksum not in CHECKSUMS:
             bad("checksum", f"must be one of {CHECKSUMS}")
-        if self.layout is None or self.layout == LAYOUT_AUTO:
-            layout, note = default_layout(self.frames_per_clip, self.step_between_clips)
-            object.__setattr__(self, "layout", layout)
-            object.__setattr__(self, "layout_note", note)
-        elif self.layout not in LAYOUTS:
-            bad("layout", f"must be one of {LAYOUTS}, or {LAYOUT_AUTO!r}/None for the default (clips: one sample per "
-                          "clip; videos: clips cut when loading; the default: videos when step_between_clips < "
-                          "frames_per_clip)")
+        _resolve_layout(self, bad)
         if not isinstance(self.yes, bool):
             bad("yes", "must be True or False")
         if self.connect_timeout is not None and not connect_timeout_ok(self.connect_timeout):
             bad("connect_timeout", f"must be a number of seconds in (0, {MAX_CONNECT_TIMEOUT:g}], or None for the default")
 
-    def _resolve_dataset(self, bad: Any) -> None:
-        """``dataset`` checked; ``split`` and ``extensions`` defaulted for it (a UCF101/HMDB51
-        root has no split folder: all of it goes to ``OUT/all``, its splits are folds)."""
-        if self.dataset not in DATASETS:
-            bad("dataset", f"must be one of {DATASETS}")
-        folds = self.dataset in FOLD_DATASETS
-        if self.split is None:
-            object.__setattr__(self, "split", FOLDS_SPLIT if folds else "train")
-        if folds and self.split != FOLDS_SPLIT:
-            bad("split", f"{self.dataset} has no split folder: its splits are folds, read from the annotation files, "
-                         f"and the whole root is converted to OUT/{FOLDS_SPLIT}; leave split unset")
-        if not folds and self.split not in KINETICS_SPLITS:
-            bad("split", f"must be one of {KINETICS_SPLITS}" + (f" ({FOLDS_SPLIT!r} is the output of dataset="
-                                                                 f"{FOLD_DATASETS[0]!r} or {FOLD_DATASETS[1]!r})"
-                                                                 if self.split == FOLDS_SPLIT else ""))
-        if folds and str(self.num_classes) != "400":
-            bad("num_classes", f"is Kinetics' variant; {self.dataset}'s classes are its folders: leave it unset")
-
     @property
     def layout_auto(self) -> bool:
-        """The layout was not given: :func:`default_layout` chose it (or an earlier run's, see
-        :meth:`keep_layout`)."""
+        """The layout was not given: :func:`default_layout` chose it (or see :meth:`keep_layout`)."""
         return bool(self.layout_note)
 
     def layout_reason(self) -> str:
@@ -234,6 +206,37 @@ class ConvertOptions:
         if self.layout_auto and "layout" not in changes:
             changes["layout"] = None
         return dataclasses.replace(self, **changes)
+
+
+def _resolve_dataset(opts: ConvertOptions, bad: Any) -> None:
+    """``dataset`` checked; ``split`` and ``extensions`` defaulted for it (a UCF101/HMDB51
+    root has no split folder: all of it goes to ``OUT/all``, its splits are folds)."""
+    if opts.dataset not in DATASETS:
+        bad("dataset", f"must be one of {DATASETS}")
+    folds = opts.dataset in FOLD_DATASETS
+    if opts.split is None:
+        object.__setattr__(opts, "split", FOLDS_SPLIT if folds else "train")
+    if folds and opts.split != FOLDS_SPLIT:
+        bad("split", f"{opts.dataset} has no split folder: its splits are folds, read from the annotation files, "
+                     f"and the whole root is converted to OUT/{FOLDS_SPLIT}; leave split unset")
+    if not folds and opts.split not in KINETICS_SPLITS:
+        bad("split", f"must be one of {KINETICS_SPLITS}" + (f" ({FOLDS_SPLIT!r} is the output of dataset="
+                                                             f"{FOLD_DATASETS[0]!r} or {FOLD_DATASETS[1]!r})"
+                                                             if opts.split == FOLDS_SPLIT else ""))
+    if folds and str(opts.num_classes) != "400":
+        bad("num_classes", f"is Kinetics' variant; {opts.dataset}'s classes are its folders: leave it unset")
+
+
+def _resolve_layout(opts: ConvertOptions, bad: Any) -> None:
+    """``layout`` checked; when not given (None, ``"auto"``), :func:`default_layout`'s choice and why."""
+    if opts.layout is None or opts.layout == LAYOUT_AUTO:
+        layout, note = default_layout(opts.frames_per_clip, opts.step_between_clips)
+        object.__setattr__(opts, "layout", layout)
+        object.__setattr__(opts, "layout_note", note)
+    elif opts.layout not in LAYOUTS:
+        bad("layout", f"must be one of {LAYOUTS}, or {LAYOUT_AUTO!r}/None for the default (clips: one sample per "
+                      "clip; videos: clips cut when loading; the default: videos when step_between_clips < "
+                      "frames_per_clip)")
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
