@@ -38,15 +38,15 @@ def check_clip_arguments(frames_per_clip: object, step_between_clips: object, fr
 class ClipSpan:
     """Clip ``clip`` of table row ``row`` (``fields``: that row as a tuple of Python scalars, in
     :data:`~clipshards.convert.video_sample.TABLE_DTYPE`'s order): its source frames (``frames``,
-    in clip order, a frame repeated where the frame rate is above the source's; ``contiguous``:
-    consecutive, each once) and its audio samples ``[a, b)`` (``audio`` False: the clip gets
-    empty ``[1, 0]`` audio, as the converter gives it)."""
+    in clip order: a frame repeated where the frame rate is above the source's, frames skipped
+    where it is below; :mod:`.video_ranges` reads each distinct frame once) and its audio
+    samples ``[a, b)`` (``audio`` False: the clip gets empty ``[1, 0]`` audio, as the converter
+    gives it)."""
 
     row: int
     clip: int
     fields: tuple
     frames: np.ndarray
-    contiguous: bool
     a: int
     b: int
     audio: bool
@@ -88,16 +88,15 @@ class ClipTable:
         r = dict(zip(self.table.dtype.names, fields))
         k = clip * self.step_between_clips + np.arange(self.frames_per_clip)
         frames = selected_indices(k, r["fps"], self.frame_rate)
-        contiguous = int(frames[-1]) - int(frames[0]) == self.frames_per_clip - 1
         rate, total = r["sample_rate"], r["audio_samples"]
         if not rate:
-            return ClipSpan(row, clip, fields, frames, contiguous, 0, 0, False)
+            return ClipSpan(row, clip, fields, frames, 0, 0, False)
         first, end = int(frames[0]), int(frames[-1]) + 1
         a, b = (_sample_at(f, r["fps"], rate, r["t_first"], total) for f in (first, end))
         if r["audio_partial"] and _sample_at(end, r["fps"], rate, r["t_first"], _NO_CAP) > total:
             # decoding stopped after ``total`` samples: a clip whose window ends later got empty audio
-            return ClipSpan(row, clip, fields, frames, contiguous, 0, 0, False)
-        return ClipSpan(row, clip, fields, frames, contiguous, a, max(a, b), True)
+            return ClipSpan(row, clip, fields, frames, 0, 0, False)
+        return ClipSpan(row, clip, fields, frames, a, max(a, b), True)
 
 
 def _sample_at(frame: int, fps: float, rate: int, t_first: float, total: int) -> int:

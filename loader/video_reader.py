@@ -3,12 +3,13 @@
 The table of videos (``videos.npy``, read once, checked against the index's size and checksum)
 says where each video's sample lies and where its frames and audio start inside it
 (:mod:`clipshards.convert.video_sample`). A clip (:class:`~clipshards.loader.video_clips.ClipSpan`)
-is then read with one ranged read of just its frames (raw: ``first..last`` of the frame array;
-JPEG: the clip's frames, located with the video's frame table, a small read cached per video)
-and one of its audio window (the track is stored sample-interleaved, so any window is one byte
-range). Local shards are mapped, so only the pages of the frames used are touched. A batch
-(:meth:`VideoClipReader.fetch_many`) issues its reads together: on remote storage, about one
-round trip.
+reads just its distinct frames (raw: at ``i * H * W * 3`` from the frame data; JPEG: located
+with the video's frame table, a small read cached per video) and its audio window (the track
+is stored sample-interleaved, so any window is one byte range), grouped into runs by
+:mod:`.video_ranges`: skipped frames (a frame rate below the source's) are read only where they
+are small. A local clip's runs are ``preadv``'d straight into the clip's own memory (its frames
+packed, the gaps into a scratch buffer); a batch's remote runs
+(:meth:`VideoClipReader.fetch_many`) are requested together: about one round trip.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from .index import DatasetIndex
 from .buffers import MIN_POOLED, pool
 from .reader import RawSample, ShardReadError, to_output
 from .video_clips import ClipSpan, ClipTable
+from .video_ranges import ClipBytesReader, ClipRead, clip_bytes
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["VideoClip", "VideoClipReader", "open_table", "clip_output"]
 
 FRAME_TABLE_CACHE = 512
-Request = tuple[str, int, int]
 
 
 @dataclass
@@ -100,12 +101,11 @@ class VideoClipReader:
     def __init__(self, index: DatasetIndex, clips: ClipTable) -> None:
         self.index, self.clips, self.table = index, clips, clips.table
         self.jpeg = index.codec == "jpeg"
+        self.reader = ClipBytesReader(index.transport)
         self._frame_tables: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_frame_tables"] = OrderedDict()
-        return state
+        return {**self.__dict__, "_frame_tables": OrderedDict()}
 
     def fetch(self, g: int, *, defer_jpeg: bool = False) -> VideoClip:
         """Clip ``g`` of the global order."""
@@ -116,42 +116,38 @@ class VideoClipReader:
         a JPEG clip's video is its :class:`JpegFrames`, for the collate to decode into the batch."""
         spans = [self.clips.span(int(g)) for g in gs]
         if self.jpeg:
-            self._load_frame_tables([s for s in spans], list(gs))
-        plans = [self._requests(s, int(g)) for s, g in zip(spans, gs)]
-        flat = [r for p in plans for r in p]
-        bufs = self._read(flat, list(gs), [len(p) for p in plans])
-        out, i = [], 0
-        for s, g, p in zip(spans, gs, plans):
-            out.append(self._assemble(s, int(g), bufs[i: i + len(p)], defer_jpeg))
-            i += len(p)
-        return out
+            self._load_frame_tables(spans, [int(g) for g in gs])
+        reads = [self.plan(s, int(g)) for s, g in zip(spans, gs)]
+        got = self.reader.read_clips(reads)
+        return [self._assemble(s, c, frames, audio, defer_jpeg) for s, c, (frames, audio) in zip(spans, reads, got)]
 
     # -- where the bytes are ----------------------------------------------------------------
     def _shard(self, row: int) -> str:
         return self.index.files[int(self.table["shard"][row])].name
 
-    def _requests(self, s: ClipSpan, g: int) -> list[Request]:
-        """``[video range, audio range (if any)]`` of clip ``s``: shard name, start, end."""
+    def plan(self, s: ClipSpan, g: int) -> ClipRead:
+        """Where clip ``s`` (global ``g``) lies: its distinct frames and audio window, in runs."""
         r = dict(zip(TABLE_DTYPE.names, s.fields))
-        base, size = r["sample_offset"], r["sample_bytes"]
-        lo, hi = int(s.frames[0]), int(s.frames[-1])
-        if hi >= r["num_frames"]:
-            raise self._error(g, s, None, f"frame {hi} is past the video's {r['num_frames']} frames")
+        if int(s.frames[-1]) >= r["num_frames"]:
+            raise self._error(g, s, None, f"frame {int(s.frames[-1])} is past the video's {r['num_frames']} frames")
         if self.jpeg:
             ft = self._frame_tables[s.row]
-            start, end = int(ft[lo, 0]), int(ft[hi, 0] + ft[hi, 1])
+
+            def locate(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return ft[frames, 0], ft[frames, 0] + ft[frames, 1]
         else:
             frame_bytes = r["width"] * r["height"] * 3
-            start, end = r["video_at"] + lo * frame_bytes, r["video_at"] + (hi + 1) * frame_bytes
-        reqs = [(start, end)]
-        if s.audio and s.b > s.a:
-            k = r["audio_channels"]
-            reqs.append((r["audio_at"] + 4 * k * s.a, r["audio_at"] + 4 * k * s.b))
-        for a, b in reqs:
-            if not 0 <= a <= b <= size:
-                raise self._error(g, s, None, f"bytes [{a}, {b}) of the sample are outside its {size} bytes")
-        name = self.index.files[r["shard"]].name
-        return [(name, base + a, base + b) for a, b in reqs]
+
+            def locate(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                starts = r["video_at"] + frames.astype(np.int64) * frame_bytes
+                return starts, starts + frame_bytes
+        k = r["audio_channels"]
+        audio = (r["audio_at"] + 4 * k * s.a, r["audio_at"] + 4 * k * s.b) if s.audio and s.b > s.a else None
+        cb = clip_bytes(s.frames, locate, audio, self.reader.max_gap)
+        lo, hi = min([int(cb.starts[0]), *(audio or ())]), max([int(cb.ends.max()), *(audio or ())])
+        if lo < 0 or hi > r["sample_bytes"]:
+            raise self._error(g, s, None, f"bytes [{lo}, {hi}) of the sample are outside its {r['sample_bytes']} bytes")
+        return ClipRead(self._shard(s.row), r["sample_offset"], cb, g)
 
     def _load_frame_tables(self, spans: list[ClipSpan], gs: list[int]) -> None:
         """Read (together) the JPEG frame tables of the videos not in the cache."""
@@ -161,7 +157,7 @@ class VideoClipReader:
             r = self.table[row]
             start = int(r["sample_offset"]) + int(r["video_at"])
             reqs.append((self._shard(row), start, start + 16 * int(r["num_frames"])))
-        bufs = self._read(reqs, [gs[0]] * len(reqs), [1] * len(reqs)) if reqs else []
+        bufs = self.reader.read(reqs, [gs[0]] * len(reqs)) if reqs else []
         for row, buf in zip(rows, bufs):
             key = video_key(int(self.table["video_index"][row]))
             try:
@@ -174,52 +170,34 @@ class VideoClipReader:
         for s in spans:
             self._frame_tables.move_to_end(s.row)
 
-    def _read(self, reqs: list[Request], gs: list[int], per_clip: list[int]) -> list[Any]:
-        """Buffers of ``reqs`` (mapped where local); a failed read names the shard and the clip."""
-        transport = self.index.transport
-        owners = [g for g, n in zip(gs, per_clip) for _ in range(n)]
-        if transport.maps:
-            out = []
-            for (name, a, b), g in zip(reqs, owners):
-                try:
-                    out.append(transport.map_buffer(name, a, b))
-                except OSError as exc:
-                    raise ShardReadError(transport.url_of(name), g, None, f"read of bytes [{a}, {b}) failed: {exc}") from exc
-            return out
-        bufs = transport.read_many(reqs, return_exceptions=True, buffers=True)
-        for (name, a, b), g, buf in zip(reqs, owners, bufs):
-            if isinstance(buf, OSError):
-                raise ShardReadError(transport.url_of(name), g, None, f"read of bytes [{a}, {b}) failed: {buf}") from buf
-            if isinstance(buf, BaseException):
-                raise buf
-            if len(buf) != b - a:
-                raise ShardReadError(transport.url_of(name), g, None, f"truncated: {len(buf)} of {b - a} bytes at {a}")
-        return bufs
-
     # -- the clip ---------------------------------------------------------------------------
-    def _assemble(self, s: ClipSpan, g: int, bufs: list[Any], defer_jpeg: bool = False) -> VideoClip:
+    def _assemble(self, s: ClipSpan, c: ClipRead, frames: memoryview, audio_bytes: Optional[memoryview],
+                  defer_jpeg: bool) -> VideoClip:
+        """The clip from its distinct frames and its audio window, as read."""
+        cb = c.bytes
         r = dict(zip(TABLE_DTYPE.names, s.fields))
         h, w = r["height"], r["width"]
         if self.jpeg:
-            video = self._jpeg_video(s, g, bufs[0], h, w, defer_jpeg)
+            video = self._jpeg_video(s, c, frames, h, w, defer_jpeg)
         else:
-            span = np.frombuffer(bufs[0], dtype=np.uint8).reshape(-1, h, w, 3)
-            video = span if s.contiguous else span[s.frames - int(s.frames[0])]
+            distinct = np.frombuffer(frames, dtype=np.uint8).reshape(-1, h, w, 3)
+            video = distinct if cb.order is None else distinct[cb.order]
         k = r["audio_channels"]
         if not s.audio:
             audio = np.empty((1, 0), dtype=np.float32)
-        elif s.b == s.a:
+        elif audio_bytes is None:  # an empty window
             audio = np.zeros((k, 0), dtype=np.float32)
         else:
-            audio = np.ascontiguousarray(np.frombuffer(bufs[1], dtype="<f4").reshape(s.b - s.a, k).T, dtype=np.float32)
+            audio = np.ascontiguousarray(np.frombuffer(audio_bytes, dtype="<f4").reshape(s.b - s.a, k).T, dtype=np.float32)
         return VideoClip(video, audio, r["label"], r["video_index"], s.clip)
 
-    def _jpeg_video(self, s: ClipSpan, g: int, buf: Any, h: int, w: int, defer: bool) -> Any:
+    def _jpeg_video(self, s: ClipSpan, c: ClipRead, packed: memoryview, h: int, w: int, defer: bool) -> Any:
         """The clip's frames decoded (into pooled memory when large), or with ``defer`` undecoded."""
-        ft = self._frame_tables[s.row]
-        start = int(ft[int(s.frames[0]), 0])
-        view = memoryview(buf)
-        frames = [view[int(ft[f, 0]) - start: int(ft[f, 0] + ft[f, 1]) - start] for f in s.frames]
+        cb = c.bytes
+        sizes = cb.ends - cb.starts
+        at = np.concatenate([[0], np.cumsum(sizes)])
+        distinct = [packed[int(at[i]): int(at[i + 1])] for i in range(len(sizes))]
+        frames = distinct if cb.order is None else [distinct[i] for i in cb.order]
         try:
             clip = JpegFrames(frames)
             if clip.shape != (len(frames), h, w, 3):
@@ -231,12 +209,11 @@ class VideoClipReader:
                    else np.empty(nbytes, dtype=np.uint8)).reshape(clip.shape)
             return clip.decode_into(out)
         except ShardFormatError as exc:
-            raise self._error(g, s, video_frame_member(int(s.frames[0])), str(exc)) from exc
+            raise self._error(c.g, s, video_frame_member(int(s.frames[0])), str(exc)) from exc
 
     def _error(self, g: int, s: ClipSpan, field: Optional[str], reason: str) -> ShardReadError:
         key = video_key(int(self.table["video_index"][s.row]))
         return ShardReadError(self.index.transport.url_of(self._shard(s.row)), g, f"{key}.{field}" if field else key, reason)
-
 
 
 def clip_output(clip: VideoClip, output_format: str, transform: Optional[Callable[[Any], Any]], *, with_ids: bool,

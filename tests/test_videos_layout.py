@@ -21,7 +21,7 @@ import pytest
 from clipshards.convert.options import ConvertOptions
 from clipshards.convert.report import EXIT_SKIPPED
 from clipshards.convert.video_sample import TABLE_DTYPE, VIDEOS_TABLE_NAME
-from clipshards.loader import IndexedKinetics, TransportOptions
+from clipshards.loader import IndexedKinetics
 from reference import (
     make_mixed_dataset,
     read_video_samples,
@@ -170,24 +170,6 @@ def test_short_videos_are_kept(raw_out):
     assert long_clips.clips_per_video[portrait["index"]] == 0
     short_clips = IndexedKinetics(raw_out, frames_per_clip=16, step_between_clips=1)
     assert short_clips.clips_per_video[portrait["index"]] == 1
-
-
-def test_a_clip_is_one_read_of_its_frames_and_one_of_its_audio(raw_out, jpeg_out):
-    """Without maps every read is a request the transport counts: raw, one for the frames and
-    one for the audio; JPEG, the same plus the video's frame table once (cached)."""
-    for out, per_video in ((raw_out, 0), (jpeg_out, 1)):
-        ds = IndexedKinetics(out, frames_per_clip=4, step_between_clips=2, transport=TransportOptions(map_local=False),
-                             with_ids=True)
-        stats = ds.index.transport.stats
-        shards = [s.name for s in ds.index.shards]
-        before = sum(stats.requests[n] for n in shards)
-        videos = set()
-        expected = 0
-        for g in range(0, len(ds), 3):
-            _, audio, _, video_idx, _ = ds[g]
-            expected += 1 + (audio.shape[1] > 0) + (per_video if video_idx not in videos else 0)
-            videos.add(video_idx)
-        assert sum(stats.requests[n] for n in shards) - before == expected
 
 
 def test_plan_prints_both_layouts(mixed, tmp_path, caplog):
