@@ -127,7 +127,7 @@ def converted(cfg: BenchConfig, root: str, codec: str) -> str:
     """Convert ``root`` once per codec (the converter itself skips an identical conversion)."""
     out = os.path.join(cfg.work, f"converted_{codec}")
     report = convert(
-        root, out, frames_per_clip=cfg.frames_per_clip, step_between_clips=cfg.step_between_clips,
+        root, out, frames_per_clip=cfg.frames_per_clip, step_between_clips=cfg.step_between_clips, layout="clips",
         codec=codec, progress=False, overwrite=True, yes=True,  # raw clips of synthetic video: far over 20x the input
     )
     if report.skipped:

@@ -51,7 +51,7 @@ def convert_timing(args: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     report = convert(
         args["root"], args["out"], frames_per_clip=args["frames_per_clip"], step_between_clips=args["step_between_clips"],
-        codec=args["codec"], workers=args["workers"], progress=False, yes=True,  # raw: far over 20x the input
+        layout="clips", codec=args["codec"], workers=args["workers"], progress=False, yes=True,  # raw: far over 20x the input
     )
     seconds = time.perf_counter() - start
     shutil.rmtree(args["out"], ignore_errors=True)
@@ -78,7 +78,7 @@ def convert_memory(args: dict[str, Any]) -> dict[str, Any]:
     before = peak_rss_mib()
     report = convert(
         args["root"], args["out"], frames_per_clip=args["frames_per_clip"], step_between_clips=args["step_between_clips"],
-        codec=args["codec"], workers=1, progress=False, yes=True,
+        layout="clips", codec=args["codec"], workers=1, progress=False, yes=True,
     )
     shutil.rmtree(args["out"], ignore_errors=True)
     if report.skipped or not report.clips or report.resumed_shards:
