@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
+import xxhash
 
 from clipshards.convert.schema import (
     AUDIO_MEMBER,
@@ -38,6 +39,7 @@ from clipshards.convert.schema import (
     JpegFrames,
     ShardFormatError,
     clip_checksum,
+    clip_checksum_of,
     clip_key,
     decode_npy,
     decode_sample,
@@ -121,15 +123,17 @@ class RawSample:
     class_name: Optional[str] = None
 
 
-def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None) -> RawSample:
+def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected: Optional[int] = None,
+                 verify: bool = True) -> RawSample:
     """Locate the tar members of one clip in ``buf`` (exactly the clip's byte range).
 
     ``expected`` is the length the index gives; a shorter ``buf`` means the shard is
-    truncated and the error names the member cut short.
+    truncated and the error names the member cut short. ``verify=False``: the tar headers' own
+    checksums are left to the clip's checksum (see :func:`~.pixels.plain_header`).
     """
     view = memoryview(buf)
     if expected is None or len(view) == expected:
-        fast = _scan_plain(view)
+        fast = _scan_plain(view) if verify else _scan_plain(view, verify=False)
         if fast is not None:
             return RawSample(clip, shard, fast[0], fast[1])
     key: Optional[str] = None
@@ -171,7 +175,7 @@ def parse_sample(buf: bytearray | memoryview, *, shard: str, clip: int, expected
     return RawSample(clip, shard, key, fields)
 
 
-def _scan_plain(view: memoryview) -> Optional[tuple[str, dict[str, memoryview]]]:
+def _scan_plain(view: memoryview, verify: bool = True) -> Optional[tuple[str, dict[str, memoryview]]]:
     """``(key, schema fields)`` of a sample laid out exactly as the converter writes it
     (POSIX ustar headers with valid checksums, regular members of one key, no duplicate, ending
     at the end of ``view``); None for anything else, which :func:`parse_sample` then reads
@@ -184,7 +188,7 @@ def _scan_plain(view: memoryview) -> Optional[tuple[str, dict[str, memoryview]]]
         while pos < n:
             if pos + 512 > n:
                 return None
-            member = plain_header(bytes(view[pos: pos + 512]))
+            member = plain_header(bytes(view[pos: pos + 512]), verify=verify)
             if member is None:
                 return None
             size = member[1]
@@ -287,11 +291,11 @@ class LegacyIdentities:
 
 
 def verify_read(raw: RawSample, buf: bytearray | memoryview, row: np.ndarray,
-                legacy: Optional[LegacyIdentities] = None) -> RawSample:
+                legacy: Optional[LegacyIdentities] = None, checksum: Optional[int] = None) -> RawSample:
     """``raw`` (parsed from ``buf``, the bytes read for offsets row ``row``) when it is the clip
-    the converter wrote there: its key, then the checksum of its bytes; the row's label is kept
-    for :func:`decode` to check. An index of version 1 has neither in its rows: ``legacy`` gives
-    the key and label, and there is no checksum."""
+    the converter wrote there: its key, then the checksum of its bytes (``checksum``: taken as
+    they were read); the row's label is kept for :func:`decode` to check. An index of version 1
+    has neither in its rows: ``legacy`` gives the key and label, and there is no checksum."""
     if len(row) > LEGACY_COLUMNS:
         want: Optional[tuple[str, int]] = (key_of_number(int(row[2])), int(row[3]))
     else:
@@ -302,7 +306,7 @@ def verify_read(raw: RawSample, buf: bytearray | memoryview, row: np.ndarray,
         raise ShardReadError(raw.shard, raw.clip, None,
                              f"holds sample {_shown(raw.key)}, clip {raw.clip} is sample {want[0]!r}: the shard was replaced "
                              "(another shard, a copy, a wrong sync) or offsets.npy is another conversion's")
-    if len(row) > LEGACY_COLUMNS and clip_checksum(buf) != int(row[4]):
+    if len(row) > LEGACY_COLUMNS and (clip_checksum(buf) if checksum is None else checksum) != int(row[4]):
         raise ShardReadError(raw.shard, raw.clip, None, f"its bytes differ from what the converter wrote ({CLIP_CHECKSUM} "
                              "of the clip's byte range): the shard is damaged or was changed")
     raw.label = want[1]
@@ -404,15 +408,20 @@ class SampleReader:
         except ShardFormatError as exc:
             raise ShardReadError(self.index.offsets.url, g, None, str(exc)) from exc
 
-    def checked(self, buf: bytearray | memoryview, url: str, g: int, row: np.ndarray) -> RawSample:
-        """Clip ``g`` parsed from ``buf`` (what was read for offsets row ``row``) and verified."""
+    def checked(self, buf: bytearray | memoryview, url: str, g: int, row: np.ndarray,
+                checksum: Optional[int] = None) -> RawSample:
+        """Clip ``g`` parsed from ``buf`` (what was read for offsets row ``row``) and verified
+        (``checksum``: of ``buf``, taken as it was read). Where the row has the clip's checksum,
+        that covers the tar headers' own."""
         if len(row) <= LEGACY_COLUMNS and self._legacy is None:
             try:
                 self._legacy = LegacyIdentities(self.index.videos)
             except (KeyError, TypeError, ValueError, OSError) as exc:
                 raise ShardReadError(url, g, None, f"index.json's video records, which give a version-1 "
                                      f"output's keys, are unreadable ({type(exc).__name__}: {exc})") from exc
-        raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1])), buf, row, self._legacy)
+        summed = len(row) > LEGACY_COLUMNS
+        raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1]), verify=not summed),
+                          buf, row, self._legacy, checksum)
         raw.limits = self.limits
         return self._named(raw)
 
@@ -437,11 +446,12 @@ class SampleReader:
             if head is not None:
                 self._head = head.pixels.lead + 1024  # type: ignore[union-attr]  # the next clip's, most likely, with room
                 return self._named(head)
+        hasher = xxhash.xxh3_64() if len(row) > LEGACY_COLUMNS else None  # fed as the bytes are read
         try:
-            buf = self.index.transport.read_buffer(shard.name, off, off + length)
+            buf = self.index.transport.read_buffer(shard.name, off, off + length, each=hasher.update if hasher else None)
         except (OSError, ValueError) as exc:
             raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
-        return self.checked(buf, url, g, row)
+        return self.checked(buf, url, g, row, clip_checksum_of(hasher) if hasher is not None and len(buf) == length else None)
 
     def fetch_many(self, gs: Sequence[int]) -> list[RawSample]:
         """Clips ``gs`` by ranged reads issued together (concurrent on remote storage)."""
@@ -477,18 +487,25 @@ class SampleReader:
 
         Read sequentially (:meth:`stream`) from the first position not yet read before ``skip``,
         holding what is read ahead of its turn; clips read before that (held in the buffer when
-        a position was saved) are fetched by direct access. ``defer``: see :meth:`fetch`.
+        a position was saved) are fetched by direct access. So is every clip of local shards
+        whose clips are a megabyte or more, at its turn: from local storage a read of that size
+        costs the same in any order, and a clip read ahead would wait in memory (a shuffle
+        buffer holds hundreds of MB), then be read again, from memory, by its consumer.
+        ``defer``: see :meth:`fetch`.
         """
         n = len(clips)
         if skip >= n:
             return
+        lazy = self.index.transport.location.is_local and self.index.clip_bytes >= MIN_POOLED
         cursor = max(itertools.islice(order, skip)) + 1 if skip else 0
         stream = self.stream(iter_segments(clips, self.index.shard_of(clips), cursor), defer)
         held: dict[int, RawSample | ShardReadError] = {}
         next_pos = cursor
         try:
             for p in itertools.islice(order, n - skip):
-                if p in held:
+                if lazy:
+                    item = _or_error(self.fetch, int(clips[p]), defer)
+                elif p in held:
                     item = held.pop(p)
                 elif p >= next_pos:
                     while True:

@@ -110,10 +110,21 @@ class Transport:
         where the file ends before ``end``."""
         return self._read(name, start, end, bytearray)
 
-    def read_buffer(self, name: str, start: int = 0, end: Optional[int] = None) -> memoryview:
+    def read_buffer(self, name: str, start: int = 0, end: Optional[int] = None, *,
+                    each: Optional[Callable[[memoryview], Any]] = None) -> memoryview:
         """:meth:`read` into a writable buffer that is not zero-filled first (see
-        :func:`empty_buffer`): for clip payloads, where the zero-fill costs as much as a copy."""
-        return self._read(name, start, end, empty_buffer)
+        :func:`empty_buffer`): for clip payloads, where the zero-fill costs as much as a copy.
+        ``each(piece)``: called with the bytes read, in order (a local file: as each piece of
+        :data:`~.local.PIECE` bytes is read, so a checksum reads them from cache; a remote one:
+        once, at the end); not with a piece cut short by the file's end."""
+        if isinstance(self._files, LocalFiles):
+            if start < 0 or (end is not None and end < start):
+                check_range(self.url_of(name), start, end)
+            return self._files.read(name, start, end, empty_buffer, each=each)
+        buf = self._read(name, start, end, empty_buffer)
+        if each is not None and (end is None or len(buf) == end - start):
+            each(buf)
+        return buf
 
     @property
     def maps(self) -> bool:
@@ -134,7 +145,8 @@ class Transport:
         checksum taken while the bytes are in cache)."""
         if not isinstance(self._files, LocalFiles):
             raise ValueError(f"{self.url}: read_into reads local files only")
-        check_range(self.url_of(name), start, None)
+        if start < 0:
+            check_range(self.url_of(name), start, None)
         return self._files.read_into(name, start, buffers, each=each)
 
     def release(self) -> None:
