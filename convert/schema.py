@@ -30,6 +30,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
@@ -285,7 +286,7 @@ def decode_npy(data: bytes | memoryview, *, expect: Optional[np.dtype] = None) -
         raise ShardFormatError(f"refusing npy with object dtype {dtype}")
     if expect is not None and dtype != expect:
         raise ShardFormatError(f"expected dtype {expect}, found {dtype}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact (np.prod wraps around on a hostile shape), and a few us less a clip
     if len(mv) - offset != count * dtype.itemsize:
         raise ShardFormatError(
             f"npy payload is {len(mv) - offset} bytes, header {shape} {dtype} needs {count * dtype.itemsize}"

@@ -119,10 +119,13 @@ class BufferPool:
             return _u8(self._new(nbytes))
         with self._lock:
             best = None
+            snug = -(-nbytes // _ROUND) * _ROUND  # the size this request would be given: none fits better
             for s in self._storages:
                 size = s.nbytes()
                 if nbytes <= size <= nbytes + nbytes // 4 and use_count(s) == 1 and (best is None or size < best.nbytes()):
                     best = s
+                    if size == snug:
+                        break
             if best is not None:
                 self.hits += 1
                 return _u8(best)[:nbytes]
