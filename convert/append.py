@@ -105,6 +105,9 @@ class AppendBase:
             raise ConversionMismatch(f"--append: {loc.url} holds no finished conversion (no {INDEX_NAME}): convert "
                                      "it first; an interrupted conversion resumes when run again without --append")
         version = index.get("version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ConversionMismatch(f"--append: {where} is of format version {version}, newer than this clipshards "
+                                     f"writes ({FORMAT_VERSION}): append with a matching release")
         if version != FORMAT_VERSION:
             raise ConversionMismatch(
                 f"--append: {where} is of format version {version!r}, whose video records do not hold the size and "
@@ -127,7 +130,7 @@ class AppendBase:
         rows = decode_npy(data, expect=np.dtype("<i8"))
         if rows.shape != (clips, len(OFFSETS_COLUMNS)):
             raise ShardFormatError(f"{name} has shape {rows.shape}, expected ({clips}, {len(OFFSETS_COLUMNS)})")
-        if index.get("extents"):
+        if generation_of(index) > 1:  # appended to before: its extents say where the clips are
             name, data = _read_checked(loc, index["extents"], EXTENTS_NAME, where)
             ext = read_extents(data, clips=clips, shard_bytes=np.array([int(f["bytes"]) for f in files], dtype=np.int64),
                                where=loc.join_url(name))

@@ -394,7 +394,6 @@ class SampleReader:
         self._limits: Optional[ClipLimits] = None
         self._legacy: Optional[LegacyIdentities] = None
         self._head = HEAD_BYTES  # bytes read of a clip whose pixels are read later: see _unread_pixels
-        self._names = index.classes if index.appended else None  # see RawSample.class_name
 
     @property
     def limits(self) -> ClipLimits:
@@ -423,13 +422,7 @@ class SampleReader:
         raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1]), verify=not summed),
                           buf, row, self._legacy, checksum)
         raw.limits = self.limits
-        return self._named(raw)
-
-    def _named(self, raw: RawSample) -> RawSample:
-        """``raw`` with the index's class name of its label, in an output appended to (see :class:`RawSample`)."""
-        if self._names is not None and raw.label is not None:
-            raw.class_name = self._names[raw.label]
-        return raw
+        return _named(raw, self.index)
 
     def fetch(self, g: int, defer: bool = False) -> RawSample:
         """Clip ``g`` by one ranged read of its bytes (``defer``: a large local raw clip's
@@ -445,7 +438,7 @@ class SampleReader:
             head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits, self._head)
             if head is not None:
                 self._head = head.pixels.lead + 1024  # type: ignore[union-attr]  # the next clip's, most likely, with room
-                return self._named(head)
+                return _named(head, self.index)
         hasher = xxhash.xxh3_64() if len(row) > LEGACY_COLUMNS else None  # fed as the bytes are read
         try:
             buf = self.index.transport.read_buffer(shard.name, off, off + length, each=hasher.update if hasher else None)
@@ -547,6 +540,13 @@ class SampleReader:
                         done = j + 1
         for j in range(done, seg.count):
             yield seg.pos + j, _or_error(self._fetch_at, seg.first + j, shard, rows[j], defer)
+
+
+def _named(raw: RawSample, index: DatasetIndex) -> RawSample:
+    """``raw`` with the index's class name of its label, in an output appended to (see :class:`RawSample`)."""
+    if index.appended and raw.label is not None:
+        raw.class_name = index.classes[raw.label]
+    return raw
 
 
 def _unread_pixels(transport: Transport, shard: ShardEntry, url: str, g: int, row: np.ndarray,
