@@ -8,8 +8,8 @@ clips of a video with fewer (the multi-view test recipe, torchvision's ``Uniform
 computed exactly). Without ``clips_per_video`` an epoch takes every clip. The epoch's clips
 are then shuffled, cut for ranks and workers and resumed exactly as any epoch
 (:class:`~clipshards.loader.plan.EpochPlan` over them); their count, and so ``len()``, is the
-same every epoch. A clip is one ranged read of its frames and one of its audio
-(:mod:`.video_reader`), so blocks of one clip and no shuffle buffer are the defaults.
+same every epoch. A clip is read on its own, just its frames and its audio window
+(:mod:`.video_reader`, :mod:`.video_ranges`), so blocks of one clip and no shuffle buffer are the defaults.
 """
 
 from __future__ import annotations
