@@ -21,8 +21,12 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .clips import audio_window, clip_count, selected_count, selected_index
+from .prefetch import prefetch
 
 logger = logging.getLogger(__name__)
+
+AUDIO_BATCH = 16  # audio frames (AAC: 1024 samples each) a thread decoding ahead hands over at a time
+AUDIO_AHEAD = 4  # batches it may hold
 
 __all__ = ["VideoError", "Probe", "probe", "target_size", "ClipFrames", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
            "decode_audio_track"]
@@ -198,17 +202,63 @@ class VideoInfo:
     audio_error: str = ""
 
 
+def _resampled(frames: list) -> list[tuple[np.ndarray, int]]:
+    """The resampler's output frames as float32 ``[K, n]`` arrays, each with its sample rate."""
+    out = []
+    for frame in frames:
+        arr = frame.to_ndarray()
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        out.append((arr, int(frame.sample_rate)))
+    return out
+
+
+AudioBatch = tuple[Optional[float], list[tuple[np.ndarray, int]], bool]
+
+
+def _audio_batches(frames: Iterator, resampler, size: int) -> Iterator[AudioBatch]:
+    """``(time, chunks, last)`` for up to ``size`` decoded audio frames at a time: the time of
+    the first (0.0 when it has none; None for an empty batch) and the float32 chunks their
+    resampling gave; ``last``: the stream ended, the resampler's flush included. A decoding
+    error is raised after the batch of the frames decoded before it, as decoding frame by
+    frame would."""
+    time: Optional[float] = None
+    chunks: list[tuple[np.ndarray, int]] = []
+    count = 0
+    try:
+        for frame in frames:
+            if time is None:
+                time = float(frame.time) if frame.time is not None else 0.0
+            chunks += _resampled(resampler.resample(frame))
+            count += 1
+            if count == size:
+                yield time, chunks, False
+                time, chunks, count = None, [], 0
+        chunks += _resampled(resampler.resample(None))
+    except Exception:
+        if count:
+            yield time, chunks, False
+        raise
+    yield time, chunks, True
+
+
 class _AudioReader:
     """Sequential float32 audio with a sliding buffer; ``window(a, b)`` must be called with
-    non-decreasing ``a``."""
+    non-decreasing ``a``. ``ahead``: decoded and resampled in a thread of its own (a core to spare)."""
 
-    def __init__(self, path: str, stream_index: int, rate: int, channels: int, threads: int):
+    def __init__(self, path: str, stream_index: int, rate: int, channels: int, threads: int, ahead: bool = False):
         self.container = _open(path)
         self.stream = self.container.streams[stream_index]
         self.stream.thread_type = "AUTO"
         layout = f"{channels}c" if channels else None  # FFmpeg's default layout for that many channels
-        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate or None)
-        self.frames = self.container.decode(self.stream)
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate or None)
+        # a thread decoding ahead hands over whole batches: one wake-up for many frames
+        self.decoded: Iterator[AudioBatch] = _audio_batches(self.container.decode(self.stream), resampler,
+                                                            AUDIO_BATCH if ahead else 1)
+        if ahead:
+            self.decoded = prefetch(self.decoded, depth=AUDIO_AHEAD, name="clipshards-audio")
         self.chunks: deque[np.ndarray] = deque()
         self.base = 0  # global index of the first buffered sample
         self.total = 0  # samples decoded so far
@@ -216,32 +266,28 @@ class _AudioReader:
         self.t_first: Optional[float] = None
         self.sample_rate = 0
         self.channels = 0
-        self._fill_first()
+        try:
+            self._fill_first()
+        except BaseException:
+            self.close()
+            raise
 
-    def _append(self, frames: list) -> None:
-        for out in frames:
-            arr = out.to_ndarray()
-            if arr.dtype != np.float32:
-                arr = arr.astype(np.float32)
-            if arr.ndim == 1:
-                arr = arr[None, :]
+    def _append(self, chunks: list[tuple[np.ndarray, int]]) -> None:
+        for arr, rate in chunks:
             if not self.sample_rate:
-                self.sample_rate = int(out.sample_rate)
+                self.sample_rate = rate
                 self.channels = arr.shape[0]
             self.chunks.append(arr)
             self.total += arr.shape[1]
 
     def _decode_one(self) -> bool:
-        try:
-            frame = next(self.frames)
-        except StopIteration:
-            self._append(self.resampler.resample(None))
-            self.done = True
-            return False
-        if self.t_first is None:
-            self.t_first = float(frame.time) if frame.time is not None else 0.0
-        self._append(self.resampler.resample(frame))
-        return True
+        """Decode the next frame (or batch); False once the stream has ended."""
+        time, chunks, last = next(self.decoded)
+        if self.t_first is None and time is not None:
+            self.t_first = time
+        self._append(chunks)
+        self.done = last
+        return not last
 
     def _fill_first(self) -> None:
         while not self.done and self.t_first is None:
@@ -280,6 +326,9 @@ class _AudioReader:
             self.base += self.chunks.popleft().shape[1]
 
     def close(self) -> None:
+        close = getattr(self.decoded, "close", None)
+        if close is not None:
+            close()  # a thread decoding ahead stops before its container closes
         self.container.close()
 
 
@@ -287,12 +336,13 @@ class _ClipAudio:
     """Each clip's audio from the video's best audio stream, or empty audio (``[1, 0]``)
     when it has none or it cannot be decoded (``info.audio_error`` then says why)."""
 
-    def __init__(self, path: str, stream, info: VideoInfo, *, fps: float, rate: int, channels: int, threads: int):
+    def __init__(self, path: str, stream, info: VideoInfo, *, fps: float, rate: int, channels: int, threads: int,
+                 ahead: bool = False):
         self.info, self.fps = info, fps
         self.reader: Optional[_AudioReader] = None
         if stream is not None:
             try:
-                self.reader = _AudioReader(path, stream.index, rate, channels, threads)
+                self.reader = _AudioReader(path, stream.index, rate, channels, threads, ahead)
                 info.sample_rate = self.reader.sample_rate
                 info.audio_channels = self.reader.channels
             except (av.error.FFmpegError, VideoError, ValueError) as exc:
@@ -443,6 +493,7 @@ def iter_clips(
     skip_clips: int = 0,
     threads: int = 0,
     info: Optional[VideoInfo] = None,
+    audio_ahead: bool = False,
 ) -> Iterator[DecodedClip]:
     """Decode ``path`` once, front to back, yielding its clips in order.
 
@@ -450,7 +501,7 @@ def iter_clips(
     Raises :class:`VideoError` for a file that cannot be used. A clip is yielded only once
     it is certain that the video has enough frames for it (the count of resampled indices
     depends on the total frame count), so the output equals the rules applied to the whole
-    decoded video.
+    decoded video. ``audio_ahead``: the audio is decoded in a thread of its own (a core to spare).
     """
     info = info if info is not None else VideoInfo()
     container = _open(path)
@@ -463,7 +514,7 @@ def iter_clips(
             vstream.codec_context.thread_count = threads
         frames = _FrameCount(vstream, fps)
         audio = _ClipAudio(path, _best(container, "audio"), info, fps=fps, rate=audio_samples, channels=audio_channels,
-                           threads=threads)
+                           threads=threads, ahead=audio_ahead)
         clips = _ClipAssembler(frames_per_clip, step_between_clips, fps=fps, frame_rate=frame_rate,
                                skip_clips=skip_clips, make=audio.clip)
         # one scaler for the whole video: ``frame.to_ndarray(format=...)`` builds (and tears down,

@@ -26,6 +26,7 @@ __all__ = ["encode_rgb_jpeg"]
 
 _SAVE_OPTIONS = {"subsampling": 2, "optimize": False}  # 4:2:0, standard Huffman tables
 _lock = threading.Lock()
+_reused = threading.local()  # .image: this thread's Pillow image, refilled frame after frame
 _direct: dict[int, Optional[tuple[str, tuple[Any, ...]]]] = {}  # quality -> (rawmode, config), None: use save
 
 
@@ -43,7 +44,8 @@ def encode_rgb_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 
 def _image(frame: np.ndarray) -> Any:
-    """A Pillow RGB image of ``frame``, its rows unpacked from where they lie (no contiguous copy first)."""
+    """A Pillow RGB image holding ``frame``, its rows unpacked from where they lie (no contiguous
+    copy first), into this thread's image of that size (reused: not allocated and cleared a frame)."""
     from PIL import Image
 
     h, w = frame.shape[:2]
@@ -56,7 +58,13 @@ def _image(frame: np.ndarray) -> Any:
         data = np.lib.stride_tricks.as_strided(frame, shape=((h - 1) * stride + row,), strides=(1,), writeable=False)
     else:
         data, stride = np.ascontiguousarray(frame), row
-    return Image.frombuffer("RGB", (w, h), data, "raw", "RGB", stride, 1)
+    if h == 0 or w == 0:
+        return Image.frombuffer("RGB", (w, h), data, "raw", "RGB", stride, 1)
+    image = getattr(_reused, "image", None)
+    if image is None or image.size != (w, h):
+        image = _reused.image = Image.new("RGB", (w, h))  # one a thread: the last size seen
+    image.frombytes(data, "raw", ("RGB", stride, 1))
+    return image
 
 
 def _save(image: Any, quality: int) -> bytes:

@@ -142,10 +142,11 @@ def convert_video(task: VideoTask) -> VideoResult:
 def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int], checks: list[int]) -> None:
     """Decode the clips of the task's video and write each as a sample to ``fh`` (the clips layout).
 
-    With a core to spare, the clips are decoded ahead in a thread while this one encodes and
-    writes (:mod:`.prefetch`); the samples are the same.
+    With a core to spare, the clips are decoded ahead in a thread (their audio in another)
+    while this one encodes and writes (:mod:`.prefetch`); the samples are the same.
     """
     e, o = task.entry, task.options
+    ahead = spare_core(o.resolved_workers)
     clips = iter_clips(
         e.path,
         frames_per_clip=o.frames_per_clip,
@@ -159,8 +160,9 @@ def _write_clips(fh: BinaryIO, task: VideoTask, info: VideoInfo, sizes: list[int
         skip_clips=task.skip_clips,
         threads=o.decoder_threads,
         info=info,
+        audio_ahead=ahead,
     )
-    if spare_core(o.resolved_workers):
+    if ahead:
         clips = prefetch(clips, depth=CLIPS_AHEAD)
     for clip in clips:
         meta = {

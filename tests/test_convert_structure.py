@@ -24,9 +24,9 @@ LAYERS = [
     ["spool", "index"],
     ["worker"],
     ["video_encoder"],  # the videos layout: one whole video as one sample
-    ["writer", "decode", "errors", "options", "video_sample", "extents", "prefetch"],  # extents: an appended output's map
+    ["writer", "decode", "errors", "options", "video_sample", "extents"],  # extents: an appended output's map
     ["schema", "storage", "clips", "layout", "report", "synth", "folds"],
-    ["units", "walk", "storage_errors", "jpeg"],
+    ["units", "walk", "storage_errors", "jpeg", "prefetch"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
