@@ -174,3 +174,43 @@ def test_clips_decoded_ahead_are_those_of_iter_clips(videos):
     assert len(plain) == len(ahead) >= 3
     for p, a in zip(plain, ahead):
         assert p[:2] == a[:2] and np.array_equal(p[2], a[2]) and np.array_equal(p[3], a[3])
+
+
+def test_audio_decoded_ahead_fails_where_frame_by_frame_decoding_does(tmp_path):
+    """Audio packets garbled after the 40th: both ways give the same clips, full audio up to
+    the damage and empty audio after it, with the same reason."""
+    import av
+
+    from clipshards.convert.decode import VideoInfo
+
+    src = write_video(tmp_path / "src.mp4", VideoSpec(frames=120, seed=4))
+    bad = tmp_path / "bad_audio.mp4"
+    rng = np.random.default_rng(1)
+    with av.open(str(src)) as i, av.open(str(bad), "w") as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        audio_packets = 0
+        for p in i.demux():
+            if p.dts is None:
+                continue
+            index, kind = p.stream.index, p.stream.type
+            if kind == "audio":
+                audio_packets += 1
+                if audio_packets > 40:
+                    q = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
+                    q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                    p = q
+            p.stream = streams[index]
+            o.mux(p)
+    runs = {}
+    for ahead in (False, True):
+        info = VideoInfo()
+        clips = list(iter_clips(str(bad), frames_per_clip=8, step_between_clips=8, info=info, audio_ahead=ahead))
+        runs[ahead] = (clips, info.audio_error)
+    (plain, why), (ahead, why_ahead) = runs[False], runs[True]
+    assert "audio decode failed" in why and why == why_ahead
+    lengths = [c.audio.shape[1] for c in plain]
+    assert lengths[0] > 0 and lengths[-1] == 0, lengths
+    assert len(plain) == len(ahead)
+    for p, a in zip(plain, ahead):
+        assert p.frame_indices == a.frame_indices and np.array_equal(p.audio, a.audio)
+        assert np.array_equal(np.asarray(p.video), np.asarray(a.video))
