@@ -54,12 +54,23 @@ def preadv_full(fd: int, buffers: Sequence[memoryview | bytearray], offset: int)
     return got
 
 
+_forks = 0  # forks this process has gone through: kept descriptors belong to the count they were opened at
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class KeptFiles:
     """One thread's open files, least recently read closed first beyond ``limit``: name ->
     ``(fd, st_dev, st_ino)``. Closes them when dropped (thread end, fork, :meth:`close`)."""
 
     def __init__(self, limit: int = KEEP_OPEN) -> None:
-        self.pid = os.getpid()
+        self.forks = _forks  # a child of a fork sees another count (no getpid syscall a read)
         self.limit = limit
         self.files: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
 
@@ -127,7 +138,7 @@ class LocalFiles:
 
     def _kept(self) -> KeptFiles:
         kept = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != os.getpid():  # after a fork: the parent's copies close here
+        if kept is None or kept.forks != _forks:  # after a fork: the parent's copies close here
             kept = self._local.kept = KeptFiles()
         return kept
 
@@ -155,7 +166,7 @@ class LocalFiles:
     def release(self) -> None:
         """Close the files this thread keeps open (the end of an epoch)."""
         kept = getattr(self._local, "kept", None)
-        if kept is not None and kept.pid == os.getpid():
+        if kept is not None and kept.forks == _forks:
             kept.close()
 
     def read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any], *,

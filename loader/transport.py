@@ -114,15 +114,15 @@ class Transport:
                     each: Optional[Callable[[memoryview], Any]] = None) -> memoryview:
         """:meth:`read` into a writable buffer that is not zero-filled first (see
         :func:`empty_buffer`): for clip payloads, where the zero-fill costs as much as a copy.
-        ``each(piece)``: called with the bytes read, in order (a local file: as each piece of
-        :data:`~.local.PIECE` bytes is read, so a checksum reads them from cache; a remote one:
-        once, at the end); not with a piece cut short by the file's end."""
+        ``each(piece)``: called with the bytes returned, in order (a local file: as each piece
+        of :data:`~.local.PIECE` bytes is read, so a checksum reads them from cache; a remote
+        one: once, at the end)."""
         if isinstance(self._files, LocalFiles):
             if start < 0 or (end is not None and end < start):
                 check_range(self.url_of(name), start, end)
             return self._files.read(name, start, end, empty_buffer, each=each)
         buf = self._read(name, start, end, empty_buffer)
-        if each is not None and (end is None or len(buf) == end - start):
+        if each is not None:
             each(buf)
         return buf
 
