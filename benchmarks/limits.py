@@ -5,7 +5,9 @@
   decoder the loader uses (:func:`clipshards.convert.schema.decode_jpeg`);
 * decode-only: PyAV decoding every video frame to RGB24 (and the audio) of the videos the
   converter converts, with the converter's thread settings, RGB conversion (one reused
-  scaler a video) and number of processes.
+  scaler a video) and number of processes; with ``jpeg_quality``, each frame also encoded
+  as the JPEG converter encodes it, in the same loop: the JPEG converter's bound when each
+  worker has one core.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from av.video.reformatter import VideoReformatter
 
 from clipshards.convert.engine import keep_freed_memory
 from clipshards.convert.options import ConvertOptions
-from clipshards.convert.schema import INDEX_NAME, OFFSETS_NAME, decode_jpeg, decode_npy, decode_sample, member_field
+from clipshards.convert.schema import (
+    INDEX_NAME, OFFSETS_NAME, decode_jpeg, decode_npy, decode_sample, encode_jpeg, member_field,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +147,8 @@ def jpeg_decode_limit(clips: list[list[bytes]]) -> tuple[int, int, float]:
     return len(clips), nbytes, time.perf_counter() - start
 
 
-def _decode_file(args: tuple[str, int]) -> int:
-    path, threads = args
+def _decode_file(args: tuple[str, int, int]) -> int:
+    path, threads, jpeg_quality = args
     with av.open(path, metadata_errors="ignore") as container:
         vstream = container.streams.best("video")
         vstream.thread_type = "AUTO"
@@ -153,7 +157,9 @@ def _decode_file(args: tuple[str, int]) -> int:
         frames = 0
         reformatter = VideoReformatter()  # as the converter: one scaler a video, in this thread
         for frame in container.decode(vstream):
-            reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            rgb = reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            if jpeg_quality:
+                encode_jpeg(rgb, jpeg_quality)
             frames += 1
     with av.open(path, metadata_errors="ignore") as container:
         if container.streams.audio:
@@ -162,15 +168,17 @@ def _decode_file(args: tuple[str, int]) -> int:
     return frames
 
 
-def decode_only(paths: list[str], *, workers: int, threads: int | None = None) -> tuple[int, float]:
+def decode_only(paths: list[str], *, workers: int, threads: int | None = None, jpeg_quality: int = 0) -> tuple[int, float]:
     """Decode every frame of ``paths`` (RGB24) and their audio in ``workers`` processes; ``(frames, seconds)``.
 
     The converter's settings: its default decoder threads (unless ``threads`` is given) and
     its malloc setting (freed memory kept), in this process for one worker, else in a pool.
+    ``jpeg_quality``: each frame is also JPEG-encoded (the converter's encoder), one frame
+    after another in the decoding loop.
     """
     if threads is None:
         threads = ConvertOptions(frames_per_clip=1).decoder_threads
-    jobs = [(p, threads) for p in paths]
+    jobs = [(p, threads, jpeg_quality) for p in paths]
     start = time.perf_counter()
     if workers == 1:
         restore = keep_freed_memory()

@@ -61,10 +61,11 @@ def convert_timing(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode_timing(args: dict[str, Any]) -> dict[str, Any]:
-    """Seconds to decode every frame (RGB24) and the audio of ``paths`` in ``workers`` processes."""
+    """Seconds to decode every frame (RGB24) and the audio of ``paths`` in ``workers`` processes
+    (``jpeg_quality``: each frame JPEG-encoded too)."""
     from .limits import decode_only
 
-    frames, seconds = decode_only(args["paths"], workers=args["workers"])
+    frames, seconds = decode_only(args["paths"], workers=args["workers"], jpeg_quality=args.get("jpeg_quality", 0))
     return {"seconds": seconds, "videos": len(args["paths"]), "frames": frames}
 
 
