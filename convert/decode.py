@@ -25,8 +25,8 @@ from .prefetch import prefetch
 
 logger = logging.getLogger(__name__)
 
-AUDIO_BATCH = 16  # audio frames (AAC: 1024 samples each) a thread decoding ahead hands over at a time
-AUDIO_AHEAD = 4  # batches it may hold
+AUDIO_BATCH = 8  # audio frames (AAC: 1024 samples each) a thread decoding ahead hands over at a time
+AUDIO_AHEAD = 1  # batches it may hold besides the one it decodes (memory: a few hundred KB)
 
 __all__ = ["VideoError", "Probe", "probe", "target_size", "ClipFrames", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
            "decode_audio_track"]
