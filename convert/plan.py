@@ -12,7 +12,7 @@ from typing import Any, Optional
 from .clips import clip_count, frame_store_counts, selected_count
 from .decode import Probe, VideoError, probe, target_size
 from .layout import VideoEntry
-from .options import GROWTH_LIMIT, ConvertOptions
+from .options import GROWTH_LIMIT, ConvertOptions, default_layout
 from .schema import LAYOUT_CLIPS, LAYOUT_VIDEOS
 from .units import human_bytes
 
@@ -20,9 +20,6 @@ __all__ = ["ProbeResult", "Plan", "probe_entry", "probe_entry_header", "make_pla
 
 TAR_HEADER = 512
 SAMPLE_OVERHEAD = 4 * 1024 + 512  # cls, json, audio headers and padding, roughly
-
-RECOMMEND_VIDEOS = 1.5
-"""The plan recommends the videos layout when the clips layout would be this many times larger."""
 
 JPEG_BYTES_PER_PIXEL = {50: 0.08, 75: 0.12, 90: 0.22, 95: 0.32, 100: 0.8}
 
@@ -78,11 +75,7 @@ class Plan:
     def reuse(self) -> float:
         return self.frames_stored / self.frames_distinct if self.frames_distinct else 0.0
 
-    @property
-    def recommended(self) -> str:
-        """``videos`` when the clips layout would store more than :data:`RECOMMEND_VIDEOS` times
-        its bytes (overlapping clips); else ``clips``, which reads fastest and needs no table."""
-        return LAYOUT_VIDEOS if self.bytes_clips > RECOMMEND_VIDEOS * self.bytes_videos else LAYOUT_CLIPS
+    recommended: str = LAYOUT_CLIPS  # the default's rule (options.default_layout), whatever was chosen
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,7 +142,8 @@ def growth_problem(plan: Plan, options: ConvertOptions, input_bytes: int, free_b
 
 
 def make_plan(probes: list[ProbeResult], options: ConvertOptions) -> Plan:
-    plan = Plan(videos=len(probes), layout=options.layout, layout_reason=options.layout_reason())
+    plan = Plan(videos=len(probes), layout=options.layout, layout_reason=options.layout_reason(),
+                recommended=default_layout(options.frames_per_clip, options.step_between_clips)[0])
     for r in probes:
         if r.probe is None:
             plan.unreadable[r.index] = r.reason

@@ -60,6 +60,7 @@ def test_overlapping_clips_get_the_videos_layout_and_the_plan_says_why(tiny_data
                        "--no-progress") == 0
     plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:"))
     assert "layout videos: the default when clips overlap (step 4 < 8 frames per clip)" in plan, plan
+    assert "recommended: --layout videos" in plan, plan
     index = json.loads((out / "train" / "index.json").read_bytes())
     assert index["layout"] == "videos" and index["options"]["layout"] == "videos"
     report = json.loads((out / "train" / "report.json").read_bytes())
@@ -131,3 +132,15 @@ def test_a_killed_clips_run_made_before_the_default_resumes(tiny_dataset, tmp_pa
     report = json.loads((out / "train" / "report.json").read_bytes())
     assert report["resumed_shards"] >= 3
     assert tree_bytes(out) == tree_bytes(whole)
+
+
+@pytest.mark.parametrize("step, layout", [(7, "videos"), (8, "clips"), (12, "clips")])
+def test_the_plan_recommends_what_the_default_would_choose(tiny_dataset, tmp_path, caplog, step, layout):
+    """Even with the other layout given: the recommendation and the default never disagree
+    (S just below T still overlaps, so the videos layout is recommended)."""
+    other = "clips" if layout == "videos" else "videos"
+    with caplog.at_level(logging.INFO, logger="clipshards"):
+        assert run_cli(tiny_dataset, tmp_path / "out", "-T", "8", "-S", str(step), "--layout", other, "--dry-run",
+                       "--no-progress") == 0
+    plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:"))
+    assert f"recommended: --layout {layout}; layout {other}: as given" in plan, plan
