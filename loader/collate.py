@@ -13,7 +13,7 @@ from torch.utils.data import get_worker_info
 from .buffers import SharedSlots, carve, itemsize, pool, shared_storage
 from .reader import DeferredVideo
 
-__all__ = ["ClipBatch", "collate_clips", "SlotCollate", "Slotted"]
+__all__ = ["ClipBatch", "collate_clips", "place_clip", "SlotCollate", "Slotted"]
 
 
 class ClipBatch(NamedTuple):
@@ -150,6 +150,24 @@ def _decode_into(videos: list[Any], out: torch.Tensor) -> torch.Tensor:
     return memory.permute(0, 1, 4, 2, 3) if first.output_format == "TCHW" else memory
 
 
+def place_clip(sample: Any, allocate: Callable[[int], torch.Tensor]) -> Any:
+    """One clip of a :class:`~clipshards.loader.ClipLoader` with ``batch_size=None``: a deferred
+    video (:class:`~clipshards.loader.reader.DeferredVideo`) read or decoded into memory from
+    ``allocate(nbytes)``, its audio copied beside it; the ``(video, audio, label)`` the dataset
+    would have yielded (THWC memory, TCHW as a permuted view). Anything else as it is."""
+    if not isinstance(sample, (tuple, list)) or len(sample) != 3 or not isinstance(sample[0], DeferredVideo):
+        return sample
+    video, audio, label = sample
+    shape = tuple(video.frames.shape)
+    start = -(-math.prod(shape) // _ALIGN) * _ALIGN
+    memory = allocate(start + audio.numel() * itemsize(audio.dtype))
+    frames = carve(memory, 0, shape, torch.uint8)
+    video.decode_into(frames.numpy())
+    sound = carve(memory, start, tuple(audio.shape), audio.dtype)
+    np.copyto(sound.numpy(), audio.numpy())  # in this thread: see _pad_audio
+    return (frames.permute(0, 3, 1, 2) if video.output_format == "TCHW" else frames), sound, label
+
+
 def _private_storage(nbytes: int) -> torch.Tensor:
     """In the main process, a pooled buffer (no page faults for a batch like the last one);
     in a DataLoader worker, shared memory (as ``default_collate`` does), so the batch reaches
@@ -160,31 +178,41 @@ def _private_storage(nbytes: int) -> torch.Tensor:
 
 
 class Slotted:
-    """A batch made in a DataLoader worker in one of its :class:`SharedSlots` (``slot``);
-    :class:`~clipshards.loader.dataloader.ClipLoader` unwraps it and releases the slot
-    once the batch is no longer referenced."""
+    """A batch (or, with ``batch_size=None``, a clip's tuple) made in a DataLoader worker in one
+    of its :class:`SharedSlots` (``slot``); :class:`~clipshards.loader.dataloader.ClipLoader`
+    unwraps it and releases the slot once it is no longer referenced."""
 
-    def __init__(self, batch: ClipBatch, slot: int, pinned: bool = False) -> None:
+    def __init__(self, batch: ClipBatch | tuple[Any, ...], slot: int, pinned: bool = False) -> None:
         self.batch, self.slot, self.pinned = batch, slot, pinned
+
+    @property
+    def storage(self) -> torch.UntypedStorage:
+        """The slot's memory, as this process maps it."""
+        return (self.batch.video if isinstance(self.batch, ClipBatch) else self.batch[0]).untyped_storage()
 
     def pin_memory(self, device: Optional[str] = None) -> "Slotted":
         """A pinned copy (DataLoader ``pin_memory=True``): the slot is free once it is made."""
-        pinned = ClipBatch(*(t.pin_memory(device) if device else t.pin_memory() for t in self.batch))
+        def pin(t: Any) -> Any:
+            return (t.pin_memory(device) if device else t.pin_memory()) if isinstance(t, torch.Tensor) else t
+
+        pinned = ClipBatch(*map(pin, self.batch)) if isinstance(self.batch, ClipBatch) else tuple(map(pin, self.batch))
         return Slotted(pinned, self.slot, pinned=True)
 
 
 class SlotCollate:
     """:func:`collate_clips` that, in a DataLoader worker, builds the batch in a reusable
-    shared-memory slot (see :class:`~clipshards.loader.buffers.SharedSlots`)."""
+    shared-memory slot (see :class:`~clipshards.loader.buffers.SharedSlots`). ``single``: the
+    ``collate_fn`` of ``batch_size=None``, one clip a call (:func:`place_clip`): a clip in a slot
+    too, not in a shared-memory segment made, filled and mapped for it alone."""
 
-    def __init__(self, slots: Optional[SharedSlots] = None) -> None:
+    def __init__(self, slots: Optional[SharedSlots] = None, *, single: bool = False) -> None:
         self.slots = slots
+        self.single = single
 
-    def __call__(self, samples: Sequence[tuple[Any, torch.Tensor, int]]) -> ClipBatch | Slotted:
+    def __call__(self, samples: Any) -> Any:
         info = get_worker_info()
         if info is None or self.slots is None:
-            return collate_clips(samples)
-        videos, audios, labels = _check(samples)
+            return place_clip(samples, _private_storage) if self.single else collate_clips(samples)
         got: list[int] = []
 
         def allocate(nbytes: int) -> torch.Tensor:
@@ -195,9 +223,9 @@ class SlotCollate:
             return acquired[1]
 
         try:
-            batch = _assemble(videos, audios, labels, allocate)
+            made = place_clip(samples, allocate) if self.single else _assemble(*_check(samples), allocate)
         except BaseException:
             if got and self.slots is not None:
                 self.slots.release(got[0])
             raise
-        return Slotted(batch, got[0]) if got else batch
+        return Slotted(made, got[0]) if got else made

@@ -32,12 +32,14 @@ class ClipLoader(DataLoader):
     ``num_workers``, the rest of the epoch yields every clip not yet yielded once across the
     ranks, equal batch counts per rank (see :mod:`.progress`); ``len()`` stays a whole
     epoch's. ``collate_fn`` defaults to
-    :func:`collate_clips` (with ``batch_size=None`` samples come unbatched, as they are).
+    :func:`collate_clips` (with ``batch_size=None`` samples come unbatched, the tuples the
+    dataset yields).
 
     With workers and the default ``collate_fn``, each worker builds its batches in a few
     shared-memory slots it reuses (:class:`~clipshards.loader.buffers.SharedSlots`): a slot
     is filled again only after the batch in it is no longer referenced in this process, so
     holding on to batches is safe (the worker then allocates new memory, as DataLoader does).
+    With ``batch_size=None`` each clip is made in a slot the same way (:func:`~.collate.place_clip`).
     """
 
     def __init__(self, dataset: ResumableDataset, batch_size: Optional[int] = 1, **kwargs: Any) -> None:
@@ -45,9 +47,10 @@ class ClipLoader(DataLoader):
             raise ValueError(f"ClipLoader needs a StreamingKinetics, got {type(dataset).__name__}")
         if kwargs.get("in_order", True) is not True:
             raise ValueError("in_order=False makes the batch order depend on timing; ClipLoader needs in_order=True")
-        slotted = batch_size is not None and kwargs.get("collate_fn", collate_clips) is collate_clips
-        if slotted:
+        if batch_size is not None and kwargs.get("collate_fn", collate_clips) is collate_clips:
             kwargs["collate_fn"] = SlotCollate()
+        elif batch_size is None and "collate_fn" not in kwargs:  # clips one by one, each read into its slot
+            kwargs["collate_fn"] = SlotCollate(single=True)
         super().__init__(dataset, batch_size=batch_size, **kwargs)
         self._slots: Optional[SharedSlots] = None
 
@@ -77,7 +80,10 @@ class ClipLoader(DataLoader):
         into the batch: one clip-sized copy fewer. Only with the default collate (and, the
         dataset decides, no ``transform`` and ``errors="raise"``), so nothing else can see the difference."""
         dataset: ResumableDataset = self.dataset  # type: ignore[assignment]
-        return dataset.decoding_in_collate(isinstance(self.collate_fn, SlotCollate))
+        collate = self.collate_fn
+        # one clip at a time in this process: the clip read whole is already in memory of its own
+        single_here = isinstance(collate, SlotCollate) and collate.single and self.num_workers == 0
+        return dataset.decoding_in_collate(isinstance(collate, SlotCollate) and not single_here)
 
     def _slots_for_workers(self) -> Optional[SharedSlots]:
         """The slots the workers about to start get: new ones for new workers (workers of an
@@ -98,7 +104,7 @@ class ClipLoader(DataLoader):
         if item.pinned:
             slots.release(item.slot)
         else:
-            slots.delivered(item.slot, item.batch.video.untyped_storage())
+            slots.delivered(item.slot, item.storage)
         return item.batch
 
     def __len__(self) -> int:

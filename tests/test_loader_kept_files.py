@@ -171,3 +171,33 @@ def test_audio_of_any_dtype_or_device_is_copied_into_the_batch():
         assert not batch.audio[i, k:].any() and not batch.audio[i, :k, n:].any()
     assert batch.label.tolist() == [0, 1, 2] and batch.audio_lengths.tolist() == [5, 3, 7]
     assert batch.audio_channels.tolist() == [1, 2, 2]
+
+
+def _tuples(loader) -> list[tuple]:
+    return [(v.clone(), a.clone(), y, v.stride(), a.stride(), type(y)) for v, a, y in loader]
+
+
+@pytest.fixture(scope="module")
+def jpeg_clips(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("kept-jpeg")
+    make_dataset(tmp / "dataset", classes=("a", "b"), videos_per_class=2, spec=VideoSpec(frames=24, width=96, height=64))
+    convert(tmp / "dataset", tmp / "out", frames_per_clip=8, step_between_clips=8, workers=1, progress=False,
+            codec="jpeg", yes=True)
+    return tmp / "out"
+
+
+@pytest.mark.parametrize("codec", ["raw", "jpeg"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unbatched_clips_made_in_slots_are_the_datasets_tuples(big_clips, jpeg_clips, codec, workers):
+    """ClipLoader(batch_size=None) reads (decodes) each clip into a reused slot in its worker:
+    the tuples are those of a plain DataLoader over the dataset, in the same order, and clips
+    held past the slots' reuse never change."""
+    from torch.utils.data import default_convert
+
+    out = big_clips if codec == "raw" else jpeg_clips
+    plain = _tuples(StreamingKinetics(out, seed=1).loader(batch_size=None, num_workers=workers, collate_fn=default_convert))
+    held = list(StreamingKinetics(out, seed=1).loader(batch_size=None, num_workers=workers))
+    assert len(held) == len(plain) > 8
+    for (v, a, y), (pv, pa, py, vs, as_, yt) in zip(held, plain):
+        assert torch.equal(v, pv) and torch.equal(a, pa) and y == py
+        assert v.stride() == vs and a.stride() == as_ and type(y) is yt and v.dtype == torch.uint8
