@@ -1,6 +1,9 @@
 """Upper bounds the loader and converter are compared with.
 
 * raw storage limit: shard samples read sequentially and turned into arrays, nothing decoded;
+* raw batch floor: the same clips read straight into batch memory and hashed, nothing parsed:
+  what a loader that hands out checked batches does at least (the storage limit's buffer stays
+  in the CPU's cache; a batch of raw clips does not);
 * JPEG limit: the shards' JPEG frames, already in memory, decoded in a tight loop with the
   decoder the loader uses (:func:`clipshards.convert.schema.decode_jpeg`);
 * decode-only: PyAV decoding every video frame to RGB24 (and the audio) of the videos the
@@ -32,7 +35,8 @@ from clipshards.convert.schema import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ShardSet", "iter_tar_members", "raw_storage_limit", "jpeg_frames", "jpeg_decode_limit", "decode_only"]
+__all__ = ["ShardSet", "iter_tar_members", "raw_storage_limit", "raw_batch_floor", "jpeg_frames", "jpeg_decode_limit",
+           "decode_only"]
 
 BLOCK = 512
 
@@ -122,6 +126,42 @@ def raw_storage_limit(shards: ShardSet, limit: int = 0) -> tuple[int, int, float
         sample = decode_sample(fields)
         nbytes += sample["video"].nbytes + sample["audio"].nbytes
         clips += 1
+    return clips, nbytes, time.perf_counter() - start
+
+
+def raw_batch_floor(shards: ShardSet, limit: int = 0, batch_size: int = 8) -> tuple[int, int, float]:
+    """``limit`` clips read in the storage limit's order straight into the memory of batches of
+    ``batch_size`` (pooled and reused, as the loader's), in pieces each hashed (XXH3-64) while in
+    cache; ``(clips, bytes, seconds)``. Nothing is parsed or checked: a floor for a loader that
+    returns checked batches of raw clips, not a loader."""
+    import xxhash
+
+    from clipshards.loader.buffers import pool
+    from clipshards.loader.local import PIECE
+
+    stride = int(shards.offsets[:, 1].max()) if len(shards.offsets) else 0
+    clips = nbytes = 0
+    start = time.perf_counter()
+    for shard in shards.index["shards"]:
+        fd = os.open(os.path.join(shards.folder, shard["name"]), os.O_RDONLY)
+        try:
+            for _ in range(shard["clips"]):
+                if (limit and clips >= limit) or clips >= len(shards.offsets):
+                    break
+                if clips % batch_size == 0:
+                    batch = memoryview(pool().take(batch_size * stride).numpy())  # the last one is let go
+                off, size = (int(x) for x in shards.offsets[clips, :2])
+                dst = batch[(clips % batch_size) * stride:][:size]
+                hasher = xxhash.xxh3_64()
+                for a in range(0, size, PIECE):
+                    piece = dst[a: a + PIECE]
+                    os.preadv(fd, [piece], off + a)
+                    hasher.update(piece)
+                hasher.intdigest()
+                clips += 1
+                nbytes += size
+        finally:
+            os.close(fd)
     return clips, nbytes, time.perf_counter() - start
 
 
