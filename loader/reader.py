@@ -413,11 +413,7 @@ class SampleReader:
         (``checksum``: of ``buf``, taken as it was read). Where the row has the clip's checksum,
         that covers the tar headers' own."""
         if len(row) <= LEGACY_COLUMNS and self._legacy is None:
-            try:
-                self._legacy = LegacyIdentities(self.index.videos)
-            except (KeyError, TypeError, ValueError, OSError) as exc:
-                raise ShardReadError(url, g, None, f"index.json's video records, which give a version-1 "
-                                     f"output's keys, are unreadable ({type(exc).__name__}: {exc})") from exc
+            self._legacy = _legacy_identities(self.index, url, g)
         summed = len(row) > LEGACY_COLUMNS
         raw = verify_read(parse_sample(buf, shard=url, clip=g, expected=int(row[1]), verify=not summed),
                           buf, row, self._legacy, checksum)
@@ -433,18 +429,12 @@ class SampleReader:
     def _fetch_at(self, g: int, shard: ShardEntry, row: np.ndarray, defer: bool) -> RawSample:
         """:meth:`fetch` of clip ``g``, whose offsets row ``row`` in ``shard`` is known."""
         url = self.index.transport.url_of(shard.name)
-        off, length = int(row[0]), int(row[1])
-        if defer and length >= MIN_POOLED and len(row) > LEGACY_COLUMNS and self.index.transport.location.is_local:
+        if defer and int(row[1]) >= MIN_POOLED and len(row) > LEGACY_COLUMNS and self.index.transport.location.is_local:
             head = _unread_pixels(self.index.transport, shard, url, g, row, self.limits, self._head)
             if head is not None:
                 self._head = head.pixels.lead + 1024  # type: ignore[union-attr]  # the next clip's, most likely, with room
                 return _named(head, self.index)
-        hasher = xxhash.xxh3_64() if len(row) > LEGACY_COLUMNS else None  # fed as the bytes are read
-        try:
-            buf = self.index.transport.read_buffer(shard.name, off, off + length, each=hasher.update if hasher else None)
-        except (OSError, ValueError) as exc:
-            raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
-        return self.checked(buf, url, g, row, clip_checksum_of(hasher) if hasher is not None and len(buf) == length else None)
+        return self.checked(*_read_whole(self.index.transport, shard.name, url, g, row))
 
     def fetch_many(self, gs: Sequence[int]) -> list[RawSample]:
         """Clips ``gs`` by ranged reads issued together (concurrent on remote storage)."""
@@ -540,6 +530,28 @@ class SampleReader:
                         done = j + 1
         for j in range(done, seg.count):
             yield seg.pos + j, _or_error(self._fetch_at, seg.first + j, shard, rows[j], defer)
+
+
+def _legacy_identities(index: DatasetIndex, url: str, g: int) -> LegacyIdentities:
+    """The keys and labels of a version-1 output's clips, from index.json's video records."""
+    try:
+        return LegacyIdentities(index.videos)
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ShardReadError(url, g, None, f"index.json's video records, which give a version-1 "
+                             f"output's keys, are unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_whole(transport: Transport, name: str, url: str, g: int,
+                row: np.ndarray) -> tuple[memoryview, str, int, np.ndarray, Optional[int]]:
+    """The arguments of :meth:`SampleReader.checked` for clip ``g`` read whole by one ranged read:
+    its checksum taken as the bytes are read (from cache), where the row has one."""
+    off, length = int(row[0]), int(row[1])
+    hasher = xxhash.xxh3_64() if len(row) > LEGACY_COLUMNS else None
+    try:
+        buf = transport.read_buffer(name, off, off + length, each=hasher.update if hasher else None)
+    except (OSError, ValueError) as exc:
+        raise ShardReadError(url, g, None, f"read of bytes [{off}, {off + length}) failed: {exc}") from exc
+    return buf, url, g, row, clip_checksum_of(hasher) if hasher is not None and len(buf) == length else None
 
 
 def _named(raw: RawSample, index: DatasetIndex) -> RawSample:
