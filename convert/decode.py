@@ -26,7 +26,7 @@ from .prefetch import prefetch
 logger = logging.getLogger(__name__)
 
 AUDIO_BATCH = 8  # audio frames (AAC: 1024 samples each) a thread decoding ahead hands over at a time
-AUDIO_AHEAD = 1  # batches it may hold besides the one it decodes (memory: a few hundred KB)
+AUDIO_AHEAD = 4  # batches it may hold besides the one it decodes (~two 16-frame clips' audio)
 
 __all__ = ["VideoError", "Probe", "probe", "target_size", "ClipFrames", "DecodedClip", "iter_clips", "iter_frames", "AudioTrack",
            "decode_audio_track"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipshards.convert import convert
-from clipshards.convert.decode import iter_clips
+from clipshards.convert.decode import AUDIO_AHEAD, AUDIO_BATCH, iter_clips
 from clipshards.convert.synth import VideoSpec, write_video
 
 FRAME_BYTES = 64 * 48 * 3
@@ -56,4 +56,8 @@ def test_convert_peak_does_not_grow_with_length(videos, tmp_path):
                 progress=False)
 
     short, long = _peak(lambda: run(100)), _peak(lambda: run(600))
-    assert long < 1.3 * short + 64 * 1024, (short, long)
+    # with a core to spare the audio is decoded ahead in a thread, at most AUDIO_AHEAD + 2 batches
+    # of AUDIO_BATCH AAC frames (stereo float32): bounded, but how much of it a run's peak catches
+    # depends on timing, so the short video's peak may hold less of it than the long one's
+    ahead = (AUDIO_AHEAD + 2) * AUDIO_BATCH * 1024 * 2 * 4
+    assert long < 1.3 * short + 64 * 1024 + ahead, (short, long)
