@@ -53,19 +53,58 @@ def test_jpeg_frames_are_the_bytes_image_save_writes(quality):
 
 
 def test_jpeg_falls_back_to_save_when_the_direct_call_differs(monkeypatch):
-    """A Pillow whose encoder call does not give ``save``'s bytes (here: tobytes altered) is
-    noticed on the probe image; frames then go through ``save``, bytes unchanged."""
-    real = Image.Image.tobytes
+    """A Pillow whose direct encoder call does not give ``save``'s bytes (here: its output
+    altered) is noticed on the probe image; frames then go through ``save``, bytes unchanged."""
+    real = jpeg_mod._encode_to_scratch
 
-    def altered(self, encoder_name="raw", *args):
-        data = real(self, encoder_name, *args)
-        return data + b"x" if encoder_name == "jpeg" else data
+    def altered(image, rawmode, config):
+        return real(image, rawmode, config) + b"x"
 
     monkeypatch.setattr(jpeg_mod, "_direct", {})
-    monkeypatch.setattr(Image.Image, "tobytes", altered)
+    monkeypatch.setattr(jpeg_mod, "_encode_to_scratch", altered)
     frame = _frames()[1]
     assert encode_rgb_jpeg(frame, 90) == _save(frame, 90)
     assert jpeg_mod._direct == {90: None}
+
+
+def test_jpeg_falls_back_to_save_when_the_direct_call_fails(monkeypatch):
+    def failing(image, rawmode, config):
+        raise TypeError("an encoder that takes other arguments")
+
+    monkeypatch.setattr(jpeg_mod, "_direct", {})
+    monkeypatch.setattr(jpeg_mod, "_encode_to_scratch", failing)
+    frame = _frames()[2]
+    assert encode_rgb_jpeg(frame, 75) == _save(frame, 75)
+    assert jpeg_mod._direct == {75: None}
+
+
+def test_jpeg_frames_from_threads_are_each_their_own(tmp_path):
+    """Each thread encodes into its own scratch file and image: frames encoded at once in
+    several threads give the bytes each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = _frames()[:3] * 20
+    expected = [_save(f, 90) for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda f: encode_rgb_jpeg(f, 90), frames)) == expected
+
+
+def _encode_all(frames: list[np.ndarray]) -> list[bytes]:
+    return [encode_rgb_jpeg(f, 90) for f in frames]
+
+
+def test_jpeg_in_forked_processes_after_the_parent_encoded():
+    """The parent encodes first (its scratch file exists), then forked workers encode at once:
+    each must use a scratch file of its own, not the parent's (shared with every child)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    frames = _frames()[:3] * 10
+    expected = [_save(f, 90) for f in frames]
+    assert _encode_all(frames[:1]) == expected[:1]
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_encode_all, [frames] * 6))
+    assert all(r == expected for r in results)
 
 
 def test_jpeg_refuses_what_is_not_an_rgb_frame():
