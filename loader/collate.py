@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from .buffers import SharedSlots, carve, itemsize, pool, shared_storage
+from .parallel import batch_threads, each_index
 from .reader import DeferredVideo
 
 __all__ = ["ClipBatch", "collate_clips", "place_clip", "SlotCollate", "Slotted"]
@@ -138,15 +139,15 @@ def _stack(videos: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
 
 
 def _decode_into(videos: list[Any], out: torch.Tensor) -> torch.Tensor:
-    """JPEG clips decoded straight into the batch's ``[B, T, H, W, 3]`` memory (a permuted view
-    for TCHW, as for decoded clips)."""
+    """JPEG clips decoded (raw pixels read) straight into the batch's ``[B, T, H, W, 3]`` memory
+    (a permuted view for TCHW, as for decoded clips), on the cores this process may use
+    (:mod:`.parallel`)."""
     first = videos[0]
     if not all(isinstance(v, DeferredVideo) and v.output_format == first.output_format for v in videos):
         return _stack([v.tensor() if isinstance(v, DeferredVideo) else v for v in videos], out)
     memory = out.view(len(videos), *first.frames.shape)
     target = memory.numpy()
-    for i, v in enumerate(videos):
-        v.decode_into(target[i])
+    each_index(len(videos), lambda i: videos[i].decode_into(target[i]), threads=batch_threads())
     return memory.permute(0, 1, 4, 2, 3) if first.output_format == "TCHW" else memory
 
 

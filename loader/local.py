@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Sequence
 
@@ -54,6 +55,7 @@ def preadv_full(fd: int, buffers: Sequence[memoryview | bytearray], offset: int)
     return got
 
 
+_threads_lock = threading.Lock()
 _forks = 0  # forks this process has gone through: kept descriptors belong to the count they were opened at
 
 
@@ -121,6 +123,7 @@ class LocalFiles:
     def __getstate__(self) -> dict[str, Any]:
         state = {**self.__dict__, "stats": TransportStats()}
         del state["_local"]
+        state.pop("_threads", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -140,6 +143,8 @@ class LocalFiles:
         kept = getattr(self._local, "kept", None)
         if kept is None or kept.forks != _forks:  # after a fork: the parent's copies close here
             kept = self._local.kept = KeptFiles()
+            with _threads_lock:  # weakly: a thread that ends closes its files (KeptFiles.__del__)
+                self.__dict__.setdefault("_threads", weakref.WeakSet()).add(kept)
         return kept
 
     def _fd(self, name: str) -> tuple[int, int]:
@@ -164,10 +169,12 @@ class LocalFiles:
         return fd, st.st_size
 
     def release(self) -> None:
-        """Close the files this thread keeps open (the end of an epoch)."""
-        kept = getattr(self._local, "kept", None)
-        if kept is not None and kept.forks == _forks:
-            kept.close()
+        """Close the files every thread of this process keeps open (the end of an epoch: the
+        helpers that read a batch's clips, :mod:`.parallel`, are idle then)."""
+        with _threads_lock:
+            kept = [k for k in self.__dict__.get("_threads", ()) if k.forks == _forks]
+        for k in kept:
+            k.close()
 
     def read(self, name: str, start: int, end: Optional[int], alloc: Callable[[int], Any], *,
              each: Optional[Callable[[memoryview], Any]] = None) -> Any:

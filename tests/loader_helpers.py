@@ -139,3 +139,18 @@ def refresh_checksums(split_dir: Path) -> None:
 
 def flatten(batches: Iterable[Sequence[int]]) -> list[int]:
     return [x for b in batches for x in b]
+
+
+def poison_batch_memory(monkeypatch) -> None:
+    """Batch memory of the main process handed out filled with 0xA5 (pooled memory may still hold
+    an earlier test's identical batch, which would hide a clip never written)."""
+    import clipshards.loader.collate as collate
+
+    plain = collate._private_storage
+
+    def poisoned(nbytes: int):
+        memory = plain(nbytes)
+        memory.fill_(0xA5)
+        return memory
+
+    monkeypatch.setattr(collate, "_private_storage", poisoned)

@@ -57,6 +57,7 @@ from clipshards.convert.synth import VideoSpec, make_dataset
 from clipshards.convert.verify import verify_output
 from clipshards.convert.writer import TAR_END, tar_member
 from clipshards.loader import IndexedKinetics, ShardReadError, StreamingKinetics, webdataset_pipeline
+from loader_helpers import poison_batch_memory
 
 CODECS = ("raw", "jpeg")
 CASES_PER_CODEC = int(os.environ.get("CLIPSHARDS_HOSTILE_CASES", "260"))  # 520 in all by default
@@ -959,10 +960,13 @@ def _loader_idents(out: Path, workers: int) -> list[Ident]:
             for v, a, y, n in zip(b.video, b.audio, b.label, b.audio_lengths)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_raw_pixels_read_straight_into_the_batch_are_checked(big_raw, tmp_path, workers):
+@pytest.mark.parametrize("workers,threads", [(0, 1), (0, 4), (2, 1)])
+def test_raw_pixels_read_straight_into_the_batch_are_checked(big_raw, tmp_path, workers, threads, monkeypatch):
     """Under ClipLoader a large raw clip's pixels are read into the batch, then its checksum is
-    checked: the batches are the clips, and a flipped pixel or a shard cut short is an error."""
+    checked: the batches are the clips, and a flipped pixel or a shard cut short is an error;
+    the batch's clips read by one thread or spread over four (loader/parallel.py) alike."""
+    monkeypatch.setattr("clipshards.loader.collate.batch_threads", lambda: threads)
+    poison_batch_memory(monkeypatch)
     from clipshards.loader.pixels import RawPixels
     from clipshards.loader.reader import DeferredVideo
 

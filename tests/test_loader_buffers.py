@@ -23,7 +23,7 @@ from clipshards.loader import IndexedKinetics, StreamingKinetics, TransportOptio
 from clipshards.loader.buffers import MIN_POOLED, BufferPool, SharedSlots, use_count
 from clipshards.loader.reader import _scan_plain, parse_sample
 
-from loader_helpers import clip_id, refresh_checksums
+from loader_helpers import clip_id, poison_batch_memory, refresh_checksums
 
 BATCH = 4
 
@@ -301,9 +301,11 @@ def big_jpeg(big, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers,threads", [(0, 1), (0, 4), (2, 1)])  # threads: a batch's clips over 1 or 4 (parallel.py)
 @pytest.mark.parametrize("fmt", ["TCHW", "THWC"])
-def test_clip_loader_jpeg_batches_equal_decoded_clips(big_jpeg, workers, fmt):
+def test_clip_loader_jpeg_batches_equal_decoded_clips(big_jpeg, workers, threads, fmt, monkeypatch):
+    monkeypatch.setattr("clipshards.loader.collate.batch_threads", lambda: threads)
+    poison_batch_memory(monkeypatch)
     ref = IndexedKinetics(big_jpeg, output_format=fmt)
     ds = StreamingKinetics(big_jpeg, shuffle=False, output_format=fmt)
     batches = list(ds.loader(batch_size=BATCH, num_workers=workers))

@@ -33,7 +33,7 @@ LAYERS = [
     ["remote", "local"],
     ["readahead", "retry", "cache"],
     ["ranges", "options"],
-    ["plan", "buffers", "video_clips", "samplers", "transforms"],  # pure arithmetic; memory; torchvision's clip samplers
+    ["plan", "buffers", "parallel", "video_clips", "samplers", "transforms"],  # pure arithmetic; memory; threads; torchvision's clip samplers
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 # what the loader may take from the converter's package: the format, storage, units and fold rules, by public name
