@@ -18,14 +18,25 @@ from .report import Check, Section, chart_data
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "steady_rate"]
+__all__ = ["run", "steady_rate", "warmup_batches"]
 
 CODECS = ("raw", "jpeg")
+WORKER_WARMUP = 4
+"""Batches of each DataLoader worker left out of a steady rate: its start-up (the first), and
+the first use of each of its shared-memory batch slots (``prefetch_factor + 2`` = 4): a 35 MB
+raw batch written into fresh shared memory costs ~15 ms more on this machine (the kernel
+allocating and mapping 9,000 pages), once per worker start (never again with
+``persistent_workers=True``), against ~1.5 ms once the slot is mapped."""
+
+
+def warmup_batches(workers: int) -> int:
+    """Batches left out before timing a loader with ``workers`` DataLoader workers."""
+    return workers * WORKER_WARMUP if workers else 1
 
 
 def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1) -> tuple[int, float]:
     """Clips per second after the first ``warmup`` batches (start-up is section 3's business:
-    with W DataLoader workers, each worker's first batch carries its start-up, so pass W).
+    with W DataLoader workers, pass :func:`warmup_batches`).
 
     Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were counted.
     """
@@ -50,7 +61,7 @@ def _loader_rate(cfg: BenchConfig, out: str, workers: int, seed: int) -> float:
 
     ds = StreamingKinetics(out, "train", shuffle=True, seed=seed)
     loader = ds.loader(batch_size=cfg.batch_size, num_workers=workers)
-    clips, seconds = steady_rate(loader, cfg.loader_clips, warmup=max(1, workers))
+    clips, seconds = steady_rate(loader, cfg.loader_clips, warmup=warmup_batches(workers))
     return clips / seconds
 
 
@@ -60,7 +71,7 @@ def _baseline_rate(cfg: BenchConfig, ds: TorchvisionStyleClips, workers: int, se
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          collate_fn=collate_clips, generator=g)
-    clips, seconds = steady_rate(loader, cfg.baseline_clips, warmup=max(1, workers))
+    clips, seconds = steady_rate(loader, cfg.baseline_clips, warmup=warmup_batches(workers))
     return clips / seconds
 
 
@@ -132,8 +143,9 @@ def run(cfg: BenchConfig, root: str) -> Section:
                                   f"(num_workers {w})", f"{100 * vl:.0f}%", vl >= xl))
     s.notes += [
         f"MB/s counts decoded clip tensors (video uint8 + audio float32): {clip_mb.get('raw', mb):.2f} MB a clip. "
-        f"Batches of {cfg.batch_size} with `collate_clips`; rates exclude each worker's first batch (start-up is "
-        "timed in the first-batch section). Shards are read from the page cache (read once before timing).",
+        f"Batches of {cfg.batch_size} with `collate_clips`; rates exclude the first batch with num_workers 0, "
+        f"each worker's first {WORKER_WARMUP} with workers (its start-up, timed in the first-batch section, and the "
+        "first use of each of its shared-memory batch slots: ~15 ms each, once per worker start). Shards are read from the page cache (read once before timing).",
         f"Loader: `StreamingKinetics(out, shuffle=True)` (auto block size and shuffle buffer) through "
         f"`ds.loader(batch_size={cfg.batch_size}, num_workers=W)`, {cfg.loader_clips or 'all'} clips a run. "
         f"Baseline: a map-style dataset that scans the videos once, then per clip opens the file, seeks, decodes "

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
-from .bench_loader import steady_rate
+from .bench_loader import steady_rate, warmup_batches
 from .measure import peak_rss_mib
 from .peers_readers import RunSpec, open_reader, reference
 from .peers_registry import missing, peer
@@ -57,7 +57,7 @@ def _timed_first(batches: Iterable[Any], start: float, out: list[float]) -> Iter
 
 
 def _rate(batches: Iterable[Any], clips: int, workers: int) -> float:
-    n, seconds = steady_rate(batches, clips, warmup=max(1, workers))
+    n, seconds = steady_rate(batches, clips, warmup=warmup_batches(workers))
     return n / seconds
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import threading
+import weakref
 from typing import Any, Optional
 
 import numpy as np
@@ -33,7 +34,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BufferPool", "SharedSlots", "advise_huge_pages", "carve", "itemsize", "pool", "shared_storage", "use_count"]
+__all__ = ["BufferPool", "SharedSlots", "advise_huge_pages", "carve", "itemsize", "pool", "shared_storage", "slots_by_token",
+           "use_count"]
 
 MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
 _ROUND = 1 << 16
@@ -151,6 +153,18 @@ class BufferPool:
 
 
 
+_by_token: "weakref.WeakValueDictionary[str, SharedSlots]" = weakref.WeakValueDictionary()
+"""The main process's slots by token: a batch received names its slots by their token."""
+
+
+def slots_by_token(token: str) -> "SharedSlots":
+    """The :class:`SharedSlots` of this process whose token is ``token``."""
+    slots = _by_token.get(token)
+    if slots is None:
+        raise RuntimeError(f"a batch came in shared slots this process does not have (token {token})")
+    return slots
+
+
 _pool: Optional[BufferPool] = None
 _pool_lock = threading.Lock()
 
@@ -188,16 +202,19 @@ class SharedSlots:
         self.num_workers = num_workers
         self.per_worker = per_worker
         self.flags = torch.zeros(num_workers * per_worker, dtype=torch.int32).share_memory_()
+        self.token = os.urandom(8).hex()
+        _by_token[self.token] = self
         self._init_local()
 
     def _init_local(self) -> None:
         self._view = self.flags.numpy()
         self._mine: dict[int, torch.UntypedStorage] = {}  # worker side: slot -> storage
+        self._sent: set[int] = set()  # worker side: slots whose storage the main process has
         self._mapped: dict[int, torch.UntypedStorage] = {}  # main side: slot -> its storage, kept mapped
         self._in_use: set[int] = set()  # main side: delivered, not yet released
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"num_workers": self.num_workers, "per_worker": self.per_worker, "flags": self.flags}
+        return {"num_workers": self.num_workers, "per_worker": self.per_worker, "flags": self.flags, "token": self.token}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -218,11 +235,34 @@ class SharedSlots:
             if storage is None or storage.nbytes() < nbytes:
                 storage = shared_storage(-(-nbytes // _ROUND) * _ROUND)
                 self._mine[k] = storage
+                self._sent.discard(k)
             flags[k] = 1
             return k, _u8(storage)[:nbytes]
         return None
 
+    def wire(self, slot: int) -> Optional[torch.UntypedStorage]:
+        """What a batch in ``slot`` sends of its memory: the slot's storage the first time (its
+        file descriptor goes through a socket to the main process, which maps it), nothing
+        after (the main process keeps it mapped: :meth:`mapped`). Batches of one worker are
+        received in the order they are sent, and a slot is filled again only after the main
+        process released it, so the storage always arrives before a batch that needs it."""
+        if slot in self._sent:
+            return None
+        self._sent.add(slot)
+        return self._mine[slot]
+
     # -- main side ----------------------------------------------------------------------------
+
+    def mapped(self, slot: int, storage: Optional[torch.UntypedStorage]) -> torch.UntypedStorage:
+        """The storage of a batch received in ``slot``: ``storage`` when it came with it (kept
+        for the batches after), else the one kept."""
+        if storage is not None:
+            self._mapped[slot] = storage
+            return storage
+        try:
+            return self._mapped[slot]
+        except KeyError:
+            raise RuntimeError(f"a batch came in shared slot {slot} before its memory did") from None
 
     def delivered(self, slot: int, storage: torch.UntypedStorage) -> None:
         """The main process received a batch in ``slot`` (backed by ``storage``)."""

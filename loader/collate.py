@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from .buffers import SharedSlots, carve, itemsize, pool, shared_storage
+from .buffers import SharedSlots, carve, itemsize, pool, shared_storage, slots_by_token
 from .parallel import batch_threads, each_index
 from .reader import DeferredVideo
 
@@ -183,8 +183,22 @@ class Slotted:
     of its :class:`SharedSlots` (``slot``); :class:`~clipshards.loader.dataloader.ClipLoader`
     unwraps it and releases the slot once it is no longer referenced."""
 
-    def __init__(self, batch: ClipBatch | tuple[Any, ...], slot: int, pinned: bool = False) -> None:
+    def __init__(self, batch: ClipBatch | tuple[Any, ...], slot: int, pinned: bool = False,
+                 slots: Optional[SharedSlots] = None) -> None:
         self.batch, self.slot, self.pinned = batch, slot, pinned
+        self.slots = slots  # worker side: sent as the slot's token and where each tensor lies in it
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent from a worker: the slot's storage only the first time (:meth:`SharedSlots.wire`),
+        then just where each tensor lies in it. Sending the storage with every batch cost a
+        file descriptor passed through a socket (the worker's resource sharer thread accepting
+        a connection from the main process) for each batch."""
+        if self.slots is None:
+            return Slotted, (self.batch, self.slot, self.pinned)
+        tensors = list(self.batch) if isinstance(self.batch, ClipBatch) else list(self.batch[:2])
+        layout = [(t.dtype, t.storage_offset(), tuple(t.shape), tuple(t.stride())) for t in tensors]
+        rest = None if isinstance(self.batch, ClipBatch) else tuple(self.batch[2:])
+        return _received, (self.slots.token, self.slot, self.slots.wire(self.slot), layout, rest)
 
     @property
     def storage(self) -> torch.UntypedStorage:
@@ -198,6 +212,15 @@ class Slotted:
 
         pinned = ClipBatch(*map(pin, self.batch)) if isinstance(self.batch, ClipBatch) else tuple(map(pin, self.batch))
         return Slotted(pinned, self.slot, pinned=True)
+
+
+def _received(token: str, slot: int, storage: Optional[torch.UntypedStorage], layout: list[tuple[Any, ...]],
+              rest: Optional[tuple[Any, ...]]) -> Slotted:
+    """A :class:`Slotted` batch (``rest`` None) or clip tuple as the main process receives it:
+    its tensors over the slot's storage, mapped once (:meth:`SharedSlots.mapped`)."""
+    memory = slots_by_token(token).mapped(slot, storage)
+    tensors = [torch.empty(0, dtype=dtype).set_(memory, offset, shape, stride) for dtype, offset, shape, stride in layout]
+    return Slotted(ClipBatch(*tensors) if rest is None else (*tensors, *rest), slot)
 
 
 class SlotCollate:
@@ -229,4 +252,4 @@ class SlotCollate:
             if got and self.slots is not None:
                 self.slots.release(got[0])
             raise
-        return Slotted(made, got[0]) if got else made
+        return Slotted(made, got[0], slots=self.slots) if got else made

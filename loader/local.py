@@ -55,7 +55,7 @@ def preadv_full(fd: int, buffers: Sequence[memoryview | bytearray], offset: int)
     return got
 
 
-_threads_lock = threading.Lock()
+_threads_lock = threading.RLock()  # re-entrant: a collection inside may finish a reader, which releases its files
 _forks = 0  # forks this process has gone through: kept descriptors belong to the count they were opened at
 
 
@@ -143,8 +143,11 @@ class LocalFiles:
         kept = getattr(self._local, "kept", None)
         if kept is None or kept.forks != _forks:  # after a fork: the parent's copies close here
             kept = self._local.kept = KeptFiles()
+            threads = self.__dict__.get("_threads")
+            if threads is None:
+                threads = self.__dict__.setdefault("_threads", weakref.WeakSet())
             with _threads_lock:  # weakly: a thread that ends closes its files (KeptFiles.__del__)
-                self.__dict__.setdefault("_threads", weakref.WeakSet()).add(kept)
+                threads.add(kept)
         return kept
 
     def _fd(self, name: str) -> tuple[int, int]:
