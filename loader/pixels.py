@@ -23,7 +23,7 @@ from clipshards.convert.schema import VIDEO_MEMBER, ShardFormatError, clip_check
 
 from .transport import Transport
 
-__all__ = ["HEAD_BYTES", "PIXEL_CHUNK", "RawPixels", "plain_header", "scan_head"]
+__all__ = ["HEAD_BYTES", "PIXEL_CHUNK", "RawPixels", "UnreadPixels", "plain_header", "scan_head"]
 
 HEAD_BYTES = 256 * 1024
 """Bytes read first of a clip whose pixels go straight into the batch, until a clip showed where
@@ -91,7 +91,18 @@ def scan_head(view: memoryview, length: int, *, verify: bool = True) -> Optional
     return None
 
 
-class RawPixels:
+class UnreadPixels:
+    """A raw clip's pixels, not read yet: ``shape`` ``(T, H, W, 3)``, and :meth:`decode_into`,
+    which the collate calls to read them straight into the batch (one copy of the megabytes)."""
+
+    __slots__ = ()
+    shape: tuple[int, int, int, int]
+
+    def decode_into(self, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RawPixels(UnreadPixels):
     """The pixels of one raw clip, not read yet: bytes ``[start, start + T*H*W*3)`` of shard
     ``name``. :meth:`decode_into` reads them into the caller's memory and checks the clip's
     checksum over its bytes up to the pixels (hashed when the head was read: ``hashed``), the

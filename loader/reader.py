@@ -49,7 +49,7 @@ from clipshards.convert.schema import (
 
 from .index import ClipLimits, DatasetIndex, ShardEntry
 from .offsets import LEGACY_COLUMNS
-from .pixels import HEAD_BYTES, RawPixels, plain_header, scan_head
+from .pixels import HEAD_BYTES, RawPixels, UnreadPixels, plain_header, scan_head
 from .plan import Segment, iter_segments
 from .buffers import MIN_POOLED, pool
 from .transport import RangeReader, Transport, empty_buffer
@@ -339,10 +339,10 @@ class DeferredVideo:
     __slots__ = ("frames", "output_format", "shard", "clip", "member")
     dtype = torch.uint8
 
-    def __init__(self, frames: JpegFrames | RawPixels, output_format: str, raw: RawSample) -> None:
+    def __init__(self, frames: JpegFrames | UnreadPixels, output_format: str, raw: RawSample) -> None:
         self.frames, self.output_format = frames, output_format
         self.shard, self.clip = raw.shard, raw.clip
-        self.member = f"{raw.key}.{VIDEO_MEMBER if isinstance(frames, RawPixels) else 'fNNNN.jpg'}"
+        self.member = f"{raw.key}.{VIDEO_MEMBER if isinstance(frames, UnreadPixels) else 'fNNNN.jpg'}"
 
     @property
     def shape(self) -> torch.Size:
@@ -368,7 +368,7 @@ def to_output(sample: dict[str, Any], output_format: str, transform: Optional[Ca
     """torchvision's ``(video, audio, label)``: video uint8 THWC, or TCHW as a permuted view
     (as torchvision makes it); ``transform`` sees the video only. A deferred video (JPEG frames
     not decoded, raw pixels not read: see :func:`decode`) becomes a :class:`DeferredVideo` of ``raw``."""
-    if isinstance(sample["video"], (JpegFrames, RawPixels)):
+    if isinstance(sample["video"], (JpegFrames, UnreadPixels)):
         if raw is None or transform is not None:
             raise ValueError("a deferred video needs its RawSample and no transform")
         return DeferredVideo(sample["video"], output_format, raw), _tensor(sample["audio"]), int(sample["label"])

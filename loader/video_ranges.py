@@ -23,6 +23,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from clipshards.convert.schema import ShardFormatError
+
+from .pixels import UnreadPixels
 from .ranges import empty_buffer
 from .reader import ShardReadError
 from .transport import Transport
@@ -31,6 +34,7 @@ __all__ = [
     "ClipBytes",
     "ClipRead",
     "ClipBytesReader",
+    "RunPixels",
     "clip_bytes",
     "LOCAL_MAX_GAP",
     "REMOTE_MAX_GAP",
@@ -133,12 +137,28 @@ class ClipBytesReader:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_scratch": None}
 
-    def read_clips(self, clips: Sequence[ClipRead]) -> list[Clip]:
-        return [self._read_local(c) for c in clips] if self.local else self._read_remote(clips)
+    def read_clips(self, clips: Sequence[ClipRead], later: Optional[Sequence[bool]] = None) -> list[tuple[Any, Any]]:
+        """Each clip's frames and audio window; ``later[i]`` (local clips only): its frames
+        are left unread (None), for :class:`RunPixels` to read into a batch."""
+        if not self.local:
+            return self._read_remote(clips)
+        return [self._read_local(c, bool(later and later[i])) for i, c in enumerate(clips)]
 
-    def _read_local(self, c: ClipRead) -> Clip:
+    def _read_local(self, c: ClipRead, later: bool = False) -> tuple[Optional[memoryview], Optional[memoryview]]:
         cb = c.bytes
-        frames = empty_buffer(cb.frame_bytes)
+        frames = None
+        if not later:
+            frames = empty_buffer(cb.frame_bytes)
+            self.read_frames(c, frames)
+        audio = None
+        if cb.audio is not None:
+            audio = memoryview(np.empty(cb.audio[1] - cb.audio[0], dtype=np.uint8))
+            self._into(c, cb.audio[0], cb.audio[1], [audio])
+        return frames, audio
+
+    def read_frames(self, c: ClipRead, frames: memoryview) -> None:
+        """A local clip's distinct frames, one after another, into ``frames`` (``frame_bytes`` long)."""
+        cb = c.bytes
         at = np.concatenate([[0], np.cumsum(cb.ends - cb.starts)]).tolist()  # each frame's place in ``frames``
         for run, (a, b) in enumerate(cb.runs):
             start, end = cb.run_range(run)
@@ -152,11 +172,6 @@ class ClipBytesReader:
                     views.append(frames[at[i]: at[i + 1]])
                     pos = int(cb.ends[i])
             self._into(c, start, end, views)
-        audio = None
-        if cb.audio is not None:
-            audio = memoryview(np.empty(cb.audio[1] - cb.audio[0], dtype=np.uint8))
-            self._into(c, cb.audio[0], cb.audio[1], [audio])
-        return frames, audio
 
     def _into(self, c: ClipRead, start: int, end: int, views: list[memoryview]) -> None:
         """Bytes ``[start, end)`` of ``c``'s sample into ``views`` in turn: all of them, or an error."""
@@ -214,3 +229,20 @@ class ClipBytesReader:
 
     def _failed(self, name: str, g: int, a: int, b: int, exc: BaseException) -> ShardReadError:
         return ShardReadError(self.transport.url_of(name), g, None, f"read of bytes [{a}, {b}) failed: {exc}")
+
+
+class RunPixels(UnreadPixels):
+    """The distinct frames of a local raw ``videos`` layout clip that shows each once, not
+    read yet: the collate reads its runs straight into the batch, on the cores it may use
+    (:mod:`.parallel`), as it does the pixels of a ``clips`` layout clip."""
+
+    __slots__ = ("reader", "clip", "shape")
+
+    def __init__(self, reader: ClipBytesReader, clip: ClipRead, shape: tuple[int, int, int, int]) -> None:
+        self.reader, self.clip, self.shape = reader, clip, shape
+
+    def decode_into(self, out: np.ndarray) -> np.ndarray:
+        if tuple(out.shape) != self.shape or not out.flags.c_contiguous or out.dtype != np.uint8:
+            raise ShardFormatError(f"clip is {self.shape}, the destination {tuple(out.shape)}")
+        self.reader.read_frames(self.clip, memoryview(out.reshape(-1)))
+        return out

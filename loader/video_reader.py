@@ -36,7 +36,7 @@ from .index import DatasetIndex
 from .buffers import MIN_POOLED, pool
 from .reader import RawSample, ShardReadError, to_output
 from .video_clips import ClipSpan, ClipTable
-from .video_ranges import ClipBytesReader, ClipRead, clip_bytes
+from .video_ranges import ClipBytesReader, ClipRead, RunPixels, clip_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class VideoClipReader:
         if self.jpeg:
             self._load_frame_tables(spans, [int(g) for g in gs])
         reads = [self.plan(s, int(g)) for s, g in zip(spans, gs)]
-        got = self.reader.read_clips(reads)
+        later = [defer_jpeg and not self.jpeg and self.reader.local and r.bytes.order is None for r in reads]
+        got = self.reader.read_clips(reads, later)
         return [self._assemble(s, c, frames, audio, defer_jpeg) for s, c, (frames, audio) in zip(spans, reads, got)]
 
     # -- where the bytes are ----------------------------------------------------------------
@@ -179,6 +180,11 @@ class VideoClipReader:
         h, w = r["height"], r["width"]
         if self.jpeg:
             video = self._jpeg_video(s, c, frames, h, w, defer_jpeg)
+        elif cb.frame_bytes != len(cb.frames) * h * w * 3:
+            raise self._error(c.g, s, None, f"{len(cb.frames)} frames of {w}x{h} take {len(cb.frames) * h * w * 3} "
+                                            f"bytes, the sample holds {cb.frame_bytes}")
+        elif frames is None:  # read by the collate, into the batch
+            video = RunPixels(self.reader, c, (len(cb.frames), h, w, 3))
         else:
             distinct = np.frombuffer(frames, dtype=np.uint8).reshape(-1, h, w, 3)
             video = distinct if cb.order is None else distinct[cb.order]
@@ -222,6 +228,7 @@ def clip_output(clip: VideoClip, output_format: str, transform: Optional[Callabl
     an undecoded JPEG video becomes a :class:`~clipshards.loader.reader.DeferredVideo` naming
     ``shard``), with ``(video_idx, clip_idx)`` after it when ``with_ids`` (``video_idx`` -1 when
     ``padded``: a repeat that only evens out the ranks, for an evaluation to mask out)."""
-    raw = RawSample(clip.clip_idx, shard, video_key(clip.video_idx), {}) if isinstance(clip.video, JpegFrames) else None
+    deferred = isinstance(clip.video, (JpegFrames, RunPixels))
+    raw = RawSample(clip.clip_idx, shard, video_key(clip.video_idx), {}) if deferred else None
     out = to_output({"video": clip.video, "audio": clip.audio, "label": clip.label}, output_format, transform, raw)
     return (*out, -1 if padded else clip.video_idx, clip.clip_idx) if with_ids else out

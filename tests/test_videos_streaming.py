@@ -138,3 +138,29 @@ def test_defaults_and_arguments(out, tmp_path):
     with pytest.raises(ValueError, match="with_ids"):
         StreamingKinetics(clips_out, with_ids=True)
     assert len(StreamingKinetics(clips_out, frames_per_clip=4)) == len(IndexedKinetics(clips_out))
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("frame_rate", [15, None, 45])  # 45: frames repeated, read in the dataset
+def test_clip_loader_reads_raw_frames_straight_into_the_batch(out, threads, frame_rate, monkeypatch):
+    """Under ClipLoader a raw clip that shows each frame once is read by the collate straight into
+    the batch (RunPixels; over 1 or 4 threads): the batches are IndexedKinetics' clips."""
+    from clipshards.loader.reader import DeferredVideo
+    from clipshards.loader.video_ranges import RunPixels
+    from loader_helpers import poison_batch_memory
+
+    monkeypatch.setattr("clipshards.loader.collate.batch_threads", lambda: threads)
+    poison_batch_memory(monkeypatch)
+    clips = {**CLIPS, "frame_rate": frame_rate}
+    indexed = IndexedKinetics(out, **clips)
+    ds = StreamingKinetics(out, **clips, shuffle=False)
+    with ds.decoding_in_collate(True):
+        video = next(iter(ds))[0]
+    assert isinstance(video, DeferredVideo) == (frame_rate != 45)
+    assert frame_rate == 45 or isinstance(video.frames, RunPixels)
+    batches = list(ClipLoader(ds, batch_size=4))
+    got = [(v, a[:, : int(n)], int(y)) for b in batches for v, a, y, n in zip(b.video, b.audio, b.label, b.audio_lengths)]
+    assert len(got) == len(indexed)
+    for g, (v, a, y) in enumerate(got):
+        rv, ra, ry = indexed[g]
+        assert torch.equal(v, rv) and torch.equal(a, ra) and y == ry, f"clip {g}"
