@@ -29,9 +29,11 @@ allocating and mapping 9,000 pages), once per worker start (never again with
 ``persistent_workers=True``), against ~1.5 ms once the slot is mapped."""
 
 
-def warmup_batches(workers: int) -> int:
-    """Batches left out before timing a loader with ``workers`` DataLoader workers."""
-    return workers * WORKER_WARMUP if workers else 1
+def warmup_batches(workers: int, batches: int = 0) -> int:
+    """Batches left out before timing a loader with ``workers`` DataLoader workers; at most
+    half of its ``batches`` when given (a tiny ``--quick`` set)."""
+    n = workers * WORKER_WARMUP if workers else 1
+    return min(n, max(1, batches // 2)) if batches else n
 
 
 def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1) -> tuple[int, float]:
@@ -61,7 +63,7 @@ def _loader_rate(cfg: BenchConfig, out: str, workers: int, seed: int) -> float:
 
     ds = StreamingKinetics(out, "train", shuffle=True, seed=seed)
     loader = ds.loader(batch_size=cfg.batch_size, num_workers=workers)
-    clips, seconds = steady_rate(loader, cfg.loader_clips, warmup=warmup_batches(workers))
+    clips, seconds = steady_rate(loader, cfg.loader_clips, warmup=warmup_batches(workers, len(loader)))
     return clips / seconds
 
 
@@ -71,7 +73,7 @@ def _baseline_rate(cfg: BenchConfig, ds: TorchvisionStyleClips, workers: int, se
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          collate_fn=collate_clips, generator=g)
-    clips, seconds = steady_rate(loader, cfg.baseline_clips, warmup=warmup_batches(workers))
+    clips, seconds = steady_rate(loader, cfg.baseline_clips, warmup=warmup_batches(workers, len(loader)))
     return clips / seconds
 
 

@@ -57,7 +57,7 @@ def _timed_first(batches: Iterable[Any], start: float, out: list[float]) -> Iter
 
 
 def _rate(batches: Iterable[Any], clips: int, workers: int) -> float:
-    n, seconds = steady_rate(batches, clips, warmup=warmup_batches(workers))
+    n, seconds = steady_rate(batches, clips, warmup=warmup_batches(workers, len(batches) if hasattr(batches, "__len__") else 0))
     return n / seconds
 
 
