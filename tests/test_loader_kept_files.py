@@ -89,6 +89,35 @@ def test_descriptors_are_bounded_and_closed_at_release(folder):
 
 
 @linux_only
+def test_release_closes_the_files_other_threads_keep_open(folder):
+    """The helpers that read a batch's clips (loader/parallel.py) keep files open too, and live
+    on: the end of an epoch, in the calling thread, closes theirs as well."""
+    import threading
+
+    t = Transport(folder)
+    before = _open_fds()
+    read, done = threading.Event(), threading.Event()
+
+    def helper() -> None:
+        for i in range(3):
+            t.read(f"f{i:02d}.bin", 0, 1)
+        read.set()
+        done.wait(10)  # alive, as a pool's thread is, while the epoch ends
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    try:
+        assert read.wait(10)
+        t.read("f03.bin", 0, 1)
+        assert _open_fds() == before + 4
+        t.release()
+        assert _open_fds() == before
+    finally:
+        done.set()
+        thread.join()
+
+
+@linux_only
 def test_a_streaming_epoch_closes_the_shards_it_kept_open(big_clips):
     ds = StreamingKinetics(big_clips, shuffle=True)
     list(ds)  # the first epoch: what torch opens once for good

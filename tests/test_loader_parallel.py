@@ -27,10 +27,12 @@ def test_each_index_runs_every_index_once(count, threads):
 
 def test_each_index_uses_more_than_one_thread_and_the_caller():
     names: set[str] = set()
+    both = threading.Barrier(2, timeout=10)  # indices 0 and 1 run at once, or the barrier breaks
 
     def work(i: int) -> None:
         names.add(threading.current_thread().name)
-        time.sleep(0.02)  # the GIL is free: a helper takes the next index meanwhile
+        if i < 2:
+            both.wait()
 
     each_index(8, work, threads=2)
     assert threading.current_thread().name in names
