@@ -38,6 +38,8 @@ __all__ = ["BufferPool", "SharedSlots", "advise_huge_pages", "carve", "itemsize"
            "use_count"]
 
 MIN_POOLED = 1 << 20  # smaller buffers: malloc serves them from its heap without page faults
+POOLED_CLIP = 64 << 10
+"""A clip read ahead on several threads takes pooled memory from this size (see :meth:`BufferPool.take`)."""
 _ROUND = 1 << 16
 
 _use_count_fn = getattr(torch._C, "_storage_Use_Count", None)
@@ -113,11 +115,14 @@ class BufferPool:
         advise_huge_pages(storage)
         return storage
 
-    def take(self, nbytes: int) -> torch.Tensor:
+    def take(self, nbytes: int, *, minimum: int = MIN_POOLED) -> torch.Tensor:
         """A uint8 tensor of ``nbytes`` bytes whose memory nothing else refers to; its content
         is undefined (it is about to be overwritten). The tensor is made while the pool's lock
-        is held, so no other thread can see the memory as free once it is handed out."""
-        if nbytes < MIN_POOLED or not self._free_check:
+        is held, so no other thread can see the memory as free once it is handed out. Requests
+        under ``minimum`` bytes get memory of their own (a caller that makes many such buffers
+        on several threads lowers it: a freed buffer of hundreds of KB goes back to the system,
+        and on a VM each thread's next one costs page faults and cross-core TLB flushes)."""
+        if nbytes < minimum or not self._free_check:
             return _u8(self._new(nbytes))
         with self._lock:
             best = None

@@ -25,6 +25,14 @@ On a ``videos`` layout output (each video stored once) clips are cut when loadin
 ``frames_per_clip``, ``step_between_clips`` and ``frame_rate`` (None: as recorded when
 converting), and ``clips_per_video=k`` takes ``k`` clips of every video each epoch,
 ``clip_sampling="random"`` (seeded by ``(seed, epoch)``) or ``"uniform"`` (:mod:`.video_epochs`).
+
+Iterated clip by clip in the main process (``for clip in ds``, or ``ds.loader(batch_size=None)``
+without workers), a JPEG dataset reads ahead (:mod:`.parallel`): the next ``read_ahead`` clips
+(``"auto"``: 8 where the process has two cores or more) are read, checked and decoded together
+on two threads or more, then handed out one by one. The clips, their order, errors, skips and
+saved positions are those of ``read_ahead=0``; ``transform`` runs in the caller's thread. Raw
+clips are read in the caller's thread: their reads are short native calls, and two threads
+spent more time waiting for each other (the GIL) than they saved.
 """
 
 from __future__ import annotations
@@ -58,9 +66,10 @@ from .dataloader import ClipLoader
 from .index import ClassesFromIndex, DatasetIndex
 from .indexed import IndexedKinetics
 from .options import TransportOptions
+from .parallel import in_groups, read_ahead_depth, read_threads
 from .plan import AUTO, REMAINDERS, EpochPlan, auto_block_size, auto_shuffle_buffer, rank_length
 from .progress import STATE_FORMAT, EpochProgress, ResumableDataset
-from .reader import RawSample, SampleReader, ShardReadError, decode, to_output
+from .reader import DeferredVideo, RawSample, SampleReader, ShardReadError, decode, to_output
 from .video_epochs import video_epochs
 from .video_reader import VideoClip, clip_output
 
@@ -91,7 +100,60 @@ class _CollateDecoding:
             self._defer_jpeg = False
 
 
-class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
+class _ClipOutputs:
+    """What a :class:`StreamingKinetics` yields of each clip read: the output tuple (or the error
+    that makes the clip unreadable), and, when reading ahead, the clip completed on a read-ahead
+    thread and its ``transform`` applied in the caller's."""
+
+    index: DatasetIndex
+    output_format: str
+    transform: Optional[Transform]
+    with_ids: bool
+
+    def _reads_ahead(self) -> bool:
+        """Whether reading ahead pays: JPEG clips (decoding them is long stretches of native
+        code, without the GIL). Raw clips are read and checked in short native calls; on two
+        threads each waits on the other for the GIL (measured: slower than one thread)."""
+        return self.index.codec == "jpeg"
+
+    def _output(self, item: RawSample | VideoClip | ShardReadError, padded: bool = False, *, defer: bool = False,
+                transform: Optional[Transform] = None) -> Output | ShardReadError:
+        """A clip as the dataset yields it (its video through ``transform``; ``defer``: a
+        :class:`DeferredVideo` where its pixels are unread or its frames undecoded), or the
+        error that makes it unreadable (``padded``: see ``with_ids``)."""
+        if isinstance(item, (ShardReadError, VideoClip)):
+            return item if isinstance(item, ShardReadError) else clip_output(
+                item, self.output_format, transform, with_ids=self.with_ids, padded=padded, shard=self.index.url)
+        try:
+            return to_output(decode(item, defer_jpeg=defer), self.output_format, transform, item)
+        except ShardReadError as exc:
+            return exc
+
+    def _completed(self, output: Output | ShardReadError) -> Output | ShardReadError:
+        """A clip taken for reading ahead, made what the dataset yields (before ``transform``):
+        its pixels read (its frames decoded) into memory of its own; the error that makes it
+        unreadable instead. Runs on the read-ahead threads."""
+        if isinstance(output, ShardReadError) or not isinstance(output[0], DeferredVideo):
+            return output
+        try:
+            return (output[0].tensor(pooled=True), *output[1:])  # type: ignore[return-value]
+        except ShardReadError as exc:
+            return exc
+
+    def _transformed(self, output: Output) -> Output:
+        """``output`` with ``transform`` applied to its video (as :func:`to_output` applies it)."""
+        return (self.transform(output[0]), *output[1:])  # type: ignore[misc,return-value]
+
+    def _read_ahead(self, outputs: Iterator[Output | ShardReadError], ahead: int) -> Iterator[Output | ShardReadError]:
+        """``outputs`` (taken with their videos deferred) completed ``ahead`` at a time on the
+        read-ahead threads, then transformed here (its random draws in the caller's order)."""
+        completed = in_groups(outputs, self._completed, size=ahead, threads=read_threads())
+        if self.transform is None:
+            return completed
+        return (item if isinstance(item, ShardReadError) else self._transformed(item) for item in completed)
+
+
+class StreamingKinetics(ClassesFromIndex, _CollateDecoding, _ClipOutputs, ResumableDataset):
     """Iterable dataset for training: reads shards in sequential runs, shuffles by blocks and a buffer.
 
     Each epoch is a deterministic plan (see :mod:`clipshards.loader.plan`): blocks of up to
@@ -111,6 +173,9 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
     A ``videos`` layout output also takes ``frames_per_clip``, ``step_between_clips``,
     ``frame_rate``, ``clips_per_video`` and ``clip_sampling``; ``with_ids`` adds each clip's
     ``(video_idx, clip_idx)``, ``video_idx`` -1 on the repeats ``"pad"`` adds (mask them out).
+
+    ``read_ahead``: JPEG clips decoded ahead together when iterated clip by clip in the main
+    process (module docstring; 0: none).
 
     Memory: each worker holds up to ``shuffle_buffer`` clips (as read, undecoded). Remote
     ``url``: ``storage_options`` go to fsspec, ``transport`` sets retries, read-ahead and cache.
@@ -139,8 +204,10 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
         remainder: str = "pad",
         storage_options: Optional[Mapping[str, Any]] = None,
         transport: Optional[TransportOptions] = None,
+        read_ahead: int | str = AUTO,
     ) -> None:
         check_output(output_format, transform)
+        self.read_ahead = int_option("read_ahead", read_ahead, 0, auto=True)
         self.shuffle = check_flag("shuffle", shuffle)
         buffer_opt = int_option("shuffle_buffer", shuffle_buffer, 0, auto=True)
         block_opt = int_option("block_size", block_size, 1, allow_none=True, auto=True)
@@ -217,26 +284,21 @@ class StreamingKinetics(ClassesFromIndex, _CollateDecoding, ResumableDataset):
         start = self.progress.start(epoch, num_workers, self.world_size())
         logical = (wid + start.rotation) % num_workers
         skip, plan, rank = start.consumed[logical], self.leg_plan(start), self.rank_and_world()[0]
+        ahead = read_ahead_depth(self.read_ahead) if info is None and not self._defer_jpeg and self._reads_ahead() else 0
+        defer = self._defer_jpeg or ahead > 0
+        make = partial(self._output, defer=defer, transform=None if ahead else self.transform)
         if self.videos is not None:  # clips cut from whole videos: the epoch's choice of clips
-            count, outputs = self.videos.outputs(plan, rank, num_workers, logical, skip, self._output, defer_jpeg=self._defer_jpeg)
+            count, outputs = self.videos.outputs(plan, rank, num_workers, logical, skip, make, defer_jpeg=defer)
         else:
             clips, order = plan.worker_order(rank, num_workers, logical)
-            reads = self._reader.in_order(clips, order, skip, defer=self._defer_jpeg)  # raw pixels too: see .pixels
-            count, outputs = len(clips), (self._output(item) for item in reads)
+            reads = self._reader.in_order(clips, order, skip, defer=defer)  # raw pixels too: see .pixels
+            count, outputs = len(clips), (make(item) for item in reads)
+        if ahead:
+            outputs = self._read_ahead(outputs, ahead)
         clips_out = fill_skipped(outputs, count - skip, partial(skips, self.errors),
                                  on_skip=partial(self.progress.count_skip, wid))
         # iterated here (no DataLoader workers): the position is known here, sample by sample
         yield from (self.progress.track(start, clips_out) if info is None else clips_out)
-
-    def _output(self, item: RawSample | VideoClip | ShardReadError, padded: bool = False) -> Output | ShardReadError:
-        """A clip as the dataset yields it, or the error that makes it unreadable (``padded``: see ``with_ids``)."""
-        if isinstance(item, (ShardReadError, VideoClip)):
-            return item if isinstance(item, ShardReadError) else clip_output(
-                item, self.output_format, self.transform, with_ids=self.with_ids, padded=padded, shard=self.index.url)
-        try:
-            return to_output(decode(item, defer_jpeg=self._defer_jpeg), self.output_format, self.transform, item)
-        except ShardReadError as exc:
-            return exc
 
     def loader(self, batch_size: Optional[int] = 1, **kwargs: Any) -> ClipLoader:
         """A :class:`ClipLoader` over this dataset (``collate_fn`` defaults to :func:`collate_clips`)."""

@@ -19,6 +19,7 @@ bytes they refuse.
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import logging
 import re
@@ -51,7 +52,7 @@ from .index import ClipLimits, DatasetIndex, ShardEntry
 from .offsets import LEGACY_COLUMNS
 from .pixels import HEAD_BYTES, RawPixels, UnreadPixels, plain_header, scan_head
 from .plan import Segment, iter_segments
-from .buffers import MIN_POOLED, pool
+from .buffers import MIN_POOLED, POOLED_CLIP, pool
 from .transport import RangeReader, Transport, empty_buffer
 
 logger = logging.getLogger(__name__)
@@ -356,8 +357,12 @@ class DeferredVideo:
         except ShardFormatError as exc:
             raise ShardReadError(self.shard, self.clip, self.member, str(exc)) from exc
 
-    def tensor(self) -> torch.Tensor:
-        out = np.empty(self.frames.shape, dtype=np.uint8)
+    def tensor(self, *, pooled: bool = False) -> torch.Tensor:
+        """The video as :func:`to_output` gives a decoded one (``pooled``: in memory of the
+        process's :class:`~clipshards.loader.buffers.BufferPool` when large, no page faults)."""
+        shape = tuple(self.frames.shape)
+        out = (pool().take(math.prod(shape), minimum=POOLED_CLIP).numpy().reshape(shape) if pooled
+               else np.empty(shape, dtype=np.uint8))
         self.decode_into(out)
         video = torch.from_numpy(out)
         return video.permute(0, 3, 1, 2) if self.output_format == "TCHW" else video

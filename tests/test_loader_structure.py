@@ -41,7 +41,8 @@ CONVERT_MODULES = {"clipshards.convert.schema", "clipshards.convert.storage", "c
                    "clipshards.convert.storage_errors",  # what a storage failure means, the connect timeout
                    "clipshards.convert.folds",
                    "clipshards.convert.clips", "clipshards.convert.video_sample",  # the videos layout: clip rules, its format  # folds: the annotation files' rules, read by both halves
-                   "clipshards.convert.extents"}  # an appended output's extents: where its clips are
+                   "clipshards.convert.extents",  # an appended output's extents: where its clips are
+                   "clipshards.convert.prefetch"}  # the cores this process may use (both halves work ahead on them)
 
 
 def _modules() -> dict[str, ast.Module]:
