@@ -36,11 +36,13 @@ def warmup_batches(workers: int, batches: int = 0) -> int:
     return min(n, max(1, batches // 2)) if batches else n
 
 
-def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1) -> tuple[int, float]:
+def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1, *, min_seconds: float = 0.0) -> tuple[int, float]:
     """Clips per second after the first ``warmup`` batches (start-up is section 3's business:
     with W DataLoader workers, pass :func:`warmup_batches`).
 
-    Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were counted.
+    Returns ``(clips counted, seconds)``; stops once ``limit`` clips (0: all) were counted and
+    ``min_seconds`` have passed (a fast reader is timed over more clips than ``limit``, so one
+    hiccup of a shared machine weighs less), or at the epoch's end.
     """
     seen = counted = 0
     start = None
@@ -51,7 +53,7 @@ def steady_rate(batches: Iterable[Any], limit: int, warmup: int = 1) -> tuple[in
             start = time.perf_counter()
         elif start is not None:
             counted += n
-        if limit and counted >= limit:
+        if limit and counted >= limit and (not min_seconds or time.perf_counter() - start >= min_seconds):
             break
     if start is None or counted == 0:
         raise RuntimeError("too few batches to time: raise loader_clips/baseline_clips or lower batch_size")

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["measure", "build", "touch", "compare", "main"]
 
 PAGE = 4096
+MIN_SECONDS = 0.5
+"""A rate is timed over at least this long (or the whole epoch): a fast reader's 400 clips pass
+in 70 ms, where one stall of a shared machine moved the figure by 20%."""
 
 
 def touch(t: torch.Tensor) -> int:
@@ -57,7 +60,8 @@ def _timed_first(batches: Iterable[Any], start: float, out: list[float]) -> Iter
 
 
 def _rate(batches: Iterable[Any], clips: int, workers: int) -> float:
-    n, seconds = steady_rate(batches, clips, warmup=warmup_batches(workers, len(batches) if hasattr(batches, "__len__") else 0))
+    n, seconds = steady_rate(batches, clips, warmup=warmup_batches(workers, len(batches) if hasattr(batches, "__len__") else 0),
+                             min_seconds=MIN_SECONDS)
     return n / seconds
 
 
