@@ -172,3 +172,26 @@ def test_scan_reads_every_packet_timestamp(tiny_dataset):
     scan = scan_video(path)
     assert scan.fps == pytest.approx(30.0)
     assert len(scan.pts) == 37 and list(scan.pts) == sorted(scan.pts)
+
+
+def test_profile_sorts_samples_by_what_they_do(tmp_path):
+    """benchmarks/profile.py: each py-spy sample goes to the category of the frame nearest its
+    leaf that names one; waits and start-up are left out of the shares."""
+    from benchmarks.profile import PYTHON, STARTUP, categorize, summarize
+
+    lib = "0x7f00 (libc.so.6)"
+    assert categorize(["main (x.py:1)", "LocalFiles.read_into (loader/local.py:212)", "os_preadv (libpython)", lib]) \
+        == "read/write system calls"
+    assert categorize(["main (x.py:1)", "stack (collate.py:3)", "raw_array_assign_array (numpy)", lib]) \
+        == "memory copies (NumPy, torch, buffers)"
+    assert categorize(["run (w.py:2)", "VideoStream_decode (av)", "ff_h264_decode_mb (libavcodec.so)"]) \
+        == "video decoding (libavcodec)"
+    assert categorize(["run (w.py:2)", "Queue.get (queue.py:171)", "Condition.wait (threading.py:320)", lib]) == "waiting"
+    assert categorize(["<module> (t.py:1)", "_find_and_load (<frozen>:1)", "memmove (libc.so.6)"]) == STARTUP
+    assert categorize(['process 1:""', lib, "gc_collect_main (libpython)", "THPVariable_traverse (torch)"]) == STARTUP
+    assert categorize(["main (x.py:1)", "parse (reader.py:9)"]) == PYTHON
+    raw = tmp_path / "samples.txt"
+    raw.write_text(f"main (x.py:1);os_write (libpython);{lib} 7\nmain (x.py:1);Condition.wait (threading.py:1) 5\n"
+                   "main (x.py:1);parse (reader.py:9) 3\n")
+    cats, waiting = summarize(str(raw))
+    assert waiting == 5 and cats == {"read/write system calls": 7, PYTHON: 3}
