@@ -28,8 +28,8 @@ converting), and ``clips_per_video=k`` takes ``k`` clips of every video each epo
 
 Iterated clip by clip in the main process (``for clip in ds``, or ``ds.loader(batch_size=None)``
 without workers), a JPEG dataset reads ahead (:mod:`.parallel`): the next ``read_ahead`` clips
-(``"auto"``: 8 where the process has two cores or more) are read, checked and decoded together
-on two threads or more, then handed out one by one. The clips, their order, errors, skips and
+(``"auto"``: 8 where the process has two cores or more) are read and checked, then decoded
+together on two threads or more, then handed out one by one. The clips, their order, errors, skips and
 saved positions are those of ``read_ahead=0``; ``transform`` runs in the caller's thread. Raw
 clips are read in the caller's thread: their reads are short native calls, and two threads
 spent more time waiting for each other (the GIL) than they saved.

@@ -19,9 +19,9 @@ bytes they refuse.
 from __future__ import annotations
 
 import itertools
-import math
 import json
 import logging
+import math
 import re
 import tarfile
 from dataclasses import dataclass
