@@ -180,7 +180,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     result = {"model": type(model.module if world else model).__name__, "epochs": history}
     if not world or world[0] == 0:
         print(json.dumps(result))
-    if world is not None:
+    if world is not None:  # every rank done before the group goes, the DDP wrapper (its reducer) before the group
+        dist.barrier()
+        del model
         dist.destroy_process_group()
     return result
 
