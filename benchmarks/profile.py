@@ -60,6 +60,8 @@ def categorize(stack: list[str]) -> str:
             any("gc_collect" in frame for frame in stack) and not any(".py:" in frame for frame in stack)):
         return STARTUP
     for frame in reversed(stack):
+        if frame.startswith(("process ", "thread ")):  # the command line may name anything ("--codec jpeg")
+            continue
         for name, marks in CATEGORIES:
             if any(m in frame for m in marks):
                 return name
