@@ -106,7 +106,8 @@ def _kill_after_markers(args: list, out: Path, markers: int, timeout: float = 12
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     progress = out / "train" / "_progress"
-    while not (progress.is_dir() and len(os.listdir(progress)) >= markers):
+    # finished markers only: one being written is ``.<name>.partial`` until it is renamed
+    while not (progress.is_dir() and sum(n.endswith(".json") for n in os.listdir(progress)) >= markers):
         if proc.poll() is not None:
             return False
         if time.monotonic() > deadline:  # pragma: no cover - a hung run
