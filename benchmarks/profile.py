@@ -37,7 +37,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("video decoding (libavcodec)", ("VideoStream_decode", "h264", "libavcodec")),
     ("colour conversion, scaling (libswscale)", ("libswscale", "sws_", "VideoFrame_reformat", "reformat")),
     ("audio decoding, resampling", ("AudioStream_decode", "libswresample", "AudioResampler", "swr_")),
-    ("JPEG encoding or decoding", ("jpeg", "Jpeg", "JPEG", "simplejpeg", "ImagingEncode", "jsimd", "encode_mcu")),
+    ("JPEG encoding or decoding", ("jpeg", "Jpeg", "JPEG", "simplejpeg", "ImagingEncode", "jsimd", "encode_mcu",
+                                   "JpegImagePlugin.py", "PIL/ImageFile.py", "encode_jpeg (convert/schema.py")),
     ("hashing (XXH3, SHA-256)", ("XXH", "xxh", "sha256", "SHA256", "sha2", "hashlib")),
     ("read/write system calls", ("os_write", "os_pwrite", "os_preadv", "os_pread", "os_read", "write (libc", "pwrite",
                                  "preadv", "pread64", "read (libc", "_ShardFile._write_all", "fsync", "copy_file_range")),
@@ -62,8 +63,9 @@ def categorize(stack: list[str]) -> str:
     for frame in reversed(stack):
         if frame.startswith(("process ", "thread ")):  # the command line may name anything ("--codec jpeg")
             continue
-        for name, marks in CATEGORIES:
-            if any(m in frame for m in marks):
+        python = ".py:" in frame  # a Python function: only qualified names ("Condition.wait") mark it,
+        for name, marks in CATEGORIES:  # not substrings of native symbols ("stack" in ``_stack``)
+            if any(m in frame for m in marks if not python or "." in m):
                 return name
     return PYTHON
 
@@ -113,10 +115,14 @@ def scenarios(work: str, tmp: str) -> dict[str, list[str]]:
 
 def profile(cmd: list[str], raw_path: str, rate: int) -> float:
     """Run ``cmd`` under py-spy; returns its wall time."""
-    start = time.perf_counter()
-    subprocess.run(["py-spy", "record", "--native", "--subprocesses", "-r", str(rate), "-f", "raw", "-o", raw_path,
-                    "--", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    for attempt in (1, 2):  # py-spy's native unwinding itself crashes now and then (SIGSEGV): once more
+        start = time.perf_counter()
+        done = subprocess.run(["py-spy", "record", "--native", "--subprocesses", "-r", str(rate), "-f", "raw", "-o",
+                               raw_path, "--", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return time.perf_counter() - start
+        logger.warning("py-spy exited with %d (attempt %d): %s", done.returncode, attempt, " ".join(cmd))
+    raise RuntimeError(f"py-spy failed twice on: {' '.join(cmd)}")
 
 
 def report(results: dict[str, tuple[Counter, int, float]]) -> str:

@@ -190,6 +190,9 @@ def test_profile_sorts_samples_by_what_they_do(tmp_path):
     assert categorize(["<module> (t.py:1)", "_find_and_load (<frozen>:1)", "memmove (libc.so.6)"]) == STARTUP
     assert categorize(['process 1:""', lib, "gc_collect_main (libpython)", "THPVariable_traverse (torch)"]) == STARTUP
     assert categorize(["main (x.py:1)", "parse (reader.py:9)"]) == PYTHON
+    assert categorize(["main (x.py:1)", "_stack (loader/collate.py:130)"]) == PYTHON  # a Python name, not torch's stack
+    assert categorize(["main (x.py:1)", "encode_jpeg (convert/schema.py:90)", "_save (PIL/JpegImagePlugin.py:9)"]) \
+        == "JPEG encoding or decoding"  # the encoder's own Python, by qualified name
     assert categorize(['process 2:"python -m clipshards.convert --codec jpeg"', "main (x.py:1)", "parse (r.py:9)"]) == PYTHON
     raw = tmp_path / "samples.txt"
     raw.write_text(f"main (x.py:1);os_write (libpython);{lib} 7\nmain (x.py:1);Condition.wait (threading.py:1) 5\n"
