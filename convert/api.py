@@ -35,6 +35,7 @@ from .plan import Plan, growth_problem, make_plan, probe_entry, probe_entry_head
 from .report import ConvertReport, VideoRecord
 from .resume import PROGRESS_DIR, DoneMarkers
 from .schema import INDEX_NAME, LAYOUT_CLIPS, LAYOUT_VIDEOS, OFFSETS_NAME, REPORT_NAME, dumps_json, shard_name
+from .video_sample import INTERLEAVED_VERSION
 from .spool import SPOOL_DIR, Spool, remove_orphan_spools
 from .video_sample import VIDEOS_TABLE_NAME
 from .units import human_bytes
@@ -252,6 +253,8 @@ def _fingerprint(layout: DatasetLayout, opts: ConvertOptions) -> str:
     }
     if layout.annotations is not None:
         desc["annotations"] = layout.annotations  # the folds: which files, with which checksums
+    if opts.layout == LAYOUT_VIDEOS:  # its samples' format changed in version 4: an older run's are not these
+        desc["sample_format"] = INTERLEAVED_VERSION
     return hashlib.sha256(dumps_json(desc)).hexdigest()
 
 
@@ -358,6 +361,12 @@ def _existing_output(loc: Location, index: dict[str, Any], fingerprint: str, opt
             )
         if append:
             return None
+        if opts.layout == LAYOUT_VIDEOS and int(index.get("version") or 0) < INTERLEAVED_VERSION:
+            raise ConversionMismatch(
+                f"{loc.url} already holds a videos layout conversion in the sample format of index version "
+                f"{index.get('version')!r} (audio kept apart from the frames), which this release reads but no longer "
+                f"writes (version {INTERLEAVED_VERSION} interleaves them, a clip one read): keep reading it as it is, or "
+                "pass --overwrite (overwrite=True) to convert it again")
         raise ConversionMismatch(
             f"{loc.url} already holds a conversion of other input{_input_change(index, layout, opts)}; "
             "choose another OUT, pass --append (append=True) to convert only the videos added or changed since, "

@@ -108,10 +108,15 @@ class AppendBase:
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise ConversionMismatch(f"--append: {where} is of format version {version}, newer than this clipshards "
                                      f"writes ({FORMAT_VERSION}): append with a matching release")
-        if version != FORMAT_VERSION:
+        if version == FORMAT_VERSION - 1 and index_layout(index) == LAYOUT_VIDEOS:
+            raise ConversionMismatch(
+                f"--append: {where} is a videos layout output of format version {version}, whose samples keep the "
+                f"audio apart from the frames (version {FORMAT_VERSION} interleaves them): an append would mix the two; "
+                "convert again with --overwrite (overwrite=True), or into another OUT")
+        if version not in (FORMAT_VERSION, FORMAT_VERSION - 1):  # version 3's clips layout is version 4's
             raise ConversionMismatch(
                 f"--append: {where} is of format version {version!r}, whose video records do not hold the size and "
-                f"modification time of each source file an append compares (version {FORMAT_VERSION} does): convert "
+                f"modification time of each source file an append compares (versions {FORMAT_VERSION - 1} and {FORMAT_VERSION} do): convert "
                 "again with --overwrite (overwrite=True), or into another OUT")
         if index.get("options") != opts.output_options():
             raise ConversionMismatch(f"--append: {loc.url} was converted with other options ({index.get('options')}); "

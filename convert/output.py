@@ -43,7 +43,7 @@ from .schema import (
 )
 from .extents import generation_of, read_extents
 from .storage import Location
-from .video_sample import video_key
+from .video_sample import MEDIA_MEMBER, decode_video_sample, video_key
 from .writer import BLOCK
 
 logger = logging.getLogger(__name__)
@@ -172,9 +172,12 @@ class Output:
             if clip_checksum(data) != int(row[4]):
                 raise ShardFormatError(f"{where}: its bytes differ from what the converter wrote ({CLIP_CHECKSUM} in offsets.npy)")
         fields = sample_fields(members)
-        if self.per_sample:  # a whole video's JPEG frames are f000000.jpg ...: the names decode_sample reads
-            fields = {frame_member(int(k[1:-4])) if VIDEO_FRAME.fullmatch(k) else k: v for k, v in fields.items()}
-        sample = decode_sample(fields, where=where)
+        if self.per_sample and MEDIA_MEMBER in fields:  # version 4: frames and audio interleaved
+            sample = decode_video_sample(fields, where=where)
+        else:
+            if self.per_sample:  # versions 2-3: a whole video's JPEG frames are f000000.jpg ...: the names decode_sample reads
+                fields = {frame_member(int(k[1:-4])) if VIDEO_FRAME.fullmatch(k) else k: v for k, v in fields.items()}
+            sample = decode_sample(fields, where=where)
         sample["key"] = keys.pop()
         video = self.video_of(g)
         if video is None:

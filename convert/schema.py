@@ -95,7 +95,10 @@ FORMAT_NAME = "clipshards"
 # source file's size and stamp (what ``convert --append`` compares), and an output appended to
 # names its generation and an extents table (:mod:`.extents`): its shards no longer hold the
 # clips in global order, which a version-2 reader would not know (it refuses it by its version).
-FORMAT_VERSION = 3
+# Version 4: a videos layout sample interleaves its frames and audio in one member, so a clip is
+# one byte range (:mod:`.video_sample`; a version-3 reader would look for the old members). The
+# clips layout is unchanged from version 3.
+FORMAT_VERSION = 4
 CODECS = ("raw", "jpeg")
 # Output layouts: ``clips`` (one sample per clip, the default) and ``videos``
 # (one sample per video, clips cut when loading; index version 2 on, with ``"layout": "videos"``,
@@ -104,7 +107,7 @@ LAYOUT_CLIPS = "clips"
 LAYOUT_VIDEOS = "videos"
 LAYOUTS = (LAYOUT_CLIPS, LAYOUT_VIDEOS)
 VIDEOS_FORMAT_VERSION = 2  # the first version with the videos layout
-_VERSION_LAYOUTS = {1: (LAYOUT_CLIPS,), 2: LAYOUTS, 3: LAYOUTS}
+_VERSION_LAYOUTS = {1: (LAYOUT_CLIPS,), 2: LAYOUTS, 3: LAYOUTS, 4: LAYOUTS}
 # How the index records the content of each shard and of offsets.npy: the entry's key names the
 # algorithm. XXH3-128 (default) detects corruption as surely as any 128-bit hash and runs at
 # memory speed (~60 GB/s here); SHA-256 (~1.8 GB/s) cost a raw conversion a third of a core.

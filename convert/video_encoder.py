@@ -2,9 +2,10 @@
 
 While the video is decoded, its frames (raw, or one JPEG each) and its audio (interleaved
 float32) go to two scratch files, so a worker holds one frame at a time whatever the length of
-the video. Once the frame count is known the sample's members (see
+the video. Once the frame count and the audio are known the sample's members (see
 :mod:`clipshards.convert.video_sample`) are written to the spool in their fixed order, the
-scratch data copied in. The bytes are a function of the file and the options alone.
+scratch data copied in, each frame before the audio sample its audio starts at. The bytes are
+a function of the file and the options alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 import numpy as np
 
@@ -20,8 +21,8 @@ from .decode import AudioTrack, VideoInfo, decode_audio_track, iter_frames
 from .layout import VideoEntry
 from .options import ConvertOptions
 from .prefetch import prefetch, spare_core
-from .schema import dumps_json, encode_jpeg, npy_parts
-from .video_sample import FRAMES_MEMBER, npy_header_for, video_frame_member, video_key
+from .schema import dumps_json, encode_jpeg
+from .video_sample import FRAMES_MEMBER, MEDIA_MEMBER, audio_points, frame_starts, npy_header_for, video_key
 from .writer import BLOCK, member_header
 
 logger = logging.getLogger(__name__)
@@ -67,16 +68,19 @@ class _SampleOut:
         self.fh, self.pos, self.hasher = fh, 0, hasher
         self._buf = bytearray(COPY_CHUNK)
 
-    def member(self, name: str, parts: tuple[bytes | memoryview, ...], copy: Optional[tuple[BinaryIO, int]] = None) -> int:
-        """Write a member made of ``parts`` then ``copy`` (a scratch file, its byte count);
-        returns the offset of the data's first byte after ``parts`` (where copied data starts)."""
-        size = sum(len(p) for p in parts) + (copy[1] if copy else 0)
+    def member(self, name: str, parts: tuple[bytes | memoryview, ...], copy: Optional["_Interleaved"] = None) -> int:
+        """Write a member made of ``parts`` then ``copy``'s pieces (scratch data); returns the
+        offset of the data's first byte after ``parts`` (where copied data starts)."""
+        size = sum(len(p) for p in parts) + (copy.size if copy else 0)
         self._write(member_header(name, size))
         for p in parts:
             self._write(p)
         data_at = self.pos
         if copy is not None:
-            self._copy(*copy)
+            for src, nbytes in copy.pieces():
+                self._copy(src, nbytes)
+        if self.pos - data_at != (copy.size if copy else 0):  # pragma: no cover - internal invariant
+            raise RuntimeError(f"{name}: wrote {self.pos - data_at} bytes of data, expected {copy.size if copy else 0}")
         self._write(b"\0" * ((-size) % BLOCK))
         return data_at
 
@@ -88,7 +92,7 @@ class _SampleOut:
             self.pos += len(data)
 
     def _copy(self, src: BinaryIO, nbytes: int) -> None:
-        src.seek(0)
+        """``nbytes`` from where ``src`` is."""
         view = memoryview(self._buf)
         left = nbytes
         while left:
@@ -133,43 +137,41 @@ def _write(out: _SampleOut, e: VideoEntry, info: VideoInfo, track: AudioTrack, f
     key = video_key(e.index)
     out.member(f"{key}.cls", (str(int(e.label)).encode("ascii"),))
     out.member(f"{key}.json", (dumps_json(_meta(e, info, track)),))
-    if track.sample_rate and track.channels:
-        header = npy_header_for((track.channels, track.samples), np.dtype("<f4"), fortran=True)
-        audio_at = out.member(f"{key}.audio.npy", (header,), (audio_tmp, 4 * track.channels * track.samples))
-    else:
-        audio_at = out.member(f"{key}.audio.npy", npy_parts(np.empty((1, 0), dtype=np.float32)))
-    n = len(frames.lengths)
-    if frames.codec == "raw":
-        header = npy_header_for((n, *frames.shape), np.dtype(np.uint8))
-        video_at = out.member(f"{key}.video.npy", (header,), (frames.scratch, sum(frames.lengths)))
-    else:
-        video_at = _write_jpegs(out, key, frames)
+    channels, samples = (track.channels, track.samples) if track.sample_rate and track.channels else (1, 0)
+    lengths = np.asarray(frames.lengths, dtype=np.int64)
+    points = audio_points(len(lengths), info.fps, track.sample_rate if samples else 0, track.t_first, samples)
+    starts = frame_starts(lengths, points, channels)
+    table_at = None
+    if frames.codec == "jpeg":
+        header = npy_header_for((len(lengths), 2), np.dtype("<i8"))
+        rows = np.stack([starts, lengths], axis=1).astype("<i8") if len(lengths) else np.zeros((0, 2), dtype="<i8")
+        table_at = out.member(f"{key}.{FRAMES_MEMBER}", (header, rows.tobytes())) - 16 * len(lengths)  # after the parts
+    media_at = out.member(f"{key}.{MEDIA_MEMBER}", (), copy=_Interleaved(frames, lengths, audio_tmp, points, channels, samples))
     placement = {
-        "video_at": video_at, "audio_at": audio_at, "audio_channels": track.channels if track.sample_rate else 1,
-        "audio_samples": track.samples if track.sample_rate else 0, "sample_rate": track.sample_rate,
+        "video_at": media_at if table_at is None else table_at, "audio_at": media_at, "audio_channels": channels,
+        "audio_samples": samples, "sample_rate": track.sample_rate if samples else 0,
         "t_first": track.t_first, "audio_partial": int(track.partial),
     }
     return VideoSample(out.pos, placement)
 
 
-def _write_jpegs(out: _SampleOut, key: str, frames: _Frames) -> int:
-    """The frame table then one member per JPEG; returns where the table's rows start."""
-    n = len(frames.lengths)
-    header = npy_header_for((n, 2), np.dtype("<i8"))
-    table_size = len(header) + 16 * n
-    pos = out.pos + BLOCK + table_size + (-table_size) % BLOCK  # the first frame member's header
-    table = np.zeros((n, 2), dtype="<i8")
-    for t, length in enumerate(frames.lengths):
-        table[t] = (pos + BLOCK, length)
-        pos += BLOCK + length + (-length) % BLOCK
-    video_at = out.member(f"{key}.{FRAMES_MEMBER}", (header, table.tobytes()))
-    video_at -= 16 * n  # the member() return value is after its parts: the rows start 16 n bytes before
-    frames.scratch.seek(0)
-    for t, length in enumerate(frames.lengths):
-        data = frames.scratch.read(length)
-        if len(data) != length:
-            raise RuntimeError(f"scratch file is short at frame {t}")
-        out.member(f"{key}.{video_frame_member(t)}", (data,))
-    if out.pos != pos:  # pragma: no cover - internal invariant
-        raise RuntimeError(f"frame table says the sample ends at {pos}, it ends at {out.pos}")
-    return video_at
+class _Interleaved:
+    """``media.bin``'s data from the two scratch files: the audio track with each frame inserted
+    before its point (:func:`~clipshards.convert.video_sample.audio_points`), both read in order."""
+
+    def __init__(self, frames: _Frames, lengths: np.ndarray, audio: BinaryIO, points: np.ndarray, channels: int,
+                 samples: int) -> None:
+        self.frames, self.lengths, self.audio = frames, lengths, audio
+        self.points, self.sample_bytes, self.samples = points, 4 * channels, samples
+        self.size = int(lengths.sum()) + 4 * channels * samples
+
+    def pieces(self) -> Iterator[tuple[BinaryIO, int]]:
+        """``(scratch file, bytes)`` to copy next, in the member's order."""
+        self.frames.scratch.seek(0)
+        self.audio.seek(0)
+        done = 0
+        for i, length in enumerate(self.lengths.tolist()):
+            yield self.audio, self.sample_bytes * (int(self.points[i]) - done)
+            done = int(self.points[i])
+            yield self.frames.scratch, length
+        yield self.audio, self.sample_bytes * (self.samples - done)

@@ -2,23 +2,33 @@
 
 Both the converter (which writes it) and the loader (which cuts clips out of it) use this
 module. A sample holds a whole video, stored once; clips are cut when loading, for any frames
-per clip, step and frame rate (the rules of :mod:`clipshards.convert.clips`). Its members, in
-this order (``key`` = the video's index in discovery order, 8 digits, :func:`video_key`):
+per clip, step and frame rate (the rules of :mod:`clipshards.convert.clips`).
+
+From index version 4 (:data:`INTERLEAVED_VERSION`) a sample's frames and audio are one member,
+interleaved, so that a clip (its frames and the audio that plays with them) is one byte range.
+Its members, in this order (``key`` = the video's index in discovery order, 8 digits,
+:func:`video_key`):
 
 =======================  ===================================================================
 member                   content
 =======================  ===================================================================
 ``<key>.cls``            label, decimal ASCII
 ``<key>.json``           metadata: path, class, label, video index, frames, fps, size, audio
-``<key>.audio.npy``      float32 ``[K, N]``, the whole track, Fortran order: samples interleaved,
-                         so the audio of a clip is one byte range (``[1, 0]`` without audio)
-``<key>.video.npy``      codec ``raw``: uint8 ``[n, H, W, 3]``, every frame; frame ``i`` at
-                         ``i * H * W * 3`` from the data's start
-``<key>.frames.npy``     codec ``jpeg``: int64 ``[n, 2]``: each frame's (offset from the
-                         sample's first byte, length)
-``<key>.f000000.jpg``..  codec ``jpeg``: one JPEG per frame (6 digits: a video may have more
-                         than 9,999 frames)
+``<key>.frames.npy``     codec ``jpeg`` only: int64 ``[n, 2]``: each frame's (offset from the
+                         first byte of ``media.bin``'s data, length)
+``<key>.media.bin``      the whole audio track, float32 samples interleaved (``[N, K]`` rows),
+                         with frame ``i`` (raw uint8 ``[H, W, 3]``, or one JPEG) inserted just
+                         before audio sample ``p[i]`` (:func:`audio_points`: where the audio of
+                         frame ``i`` starts, by the rule that cuts every clip's audio window)
 =======================  ===================================================================
+
+So frame ``i`` starts at ``i * H * W * 3 + 4 * K * p[i]`` (raw; JPEG: the sum of the frames
+before it plus ``4 * K * p[i]``), its audio ``[p[i], p[i + 1])`` follows it, and the frames
+``s..e`` of a clip with their audio window ``[p[s], p[e + 1])`` are the bytes from frame ``s`` to
+where sample ``p[e + 1]`` lies: one read. A video without audio stores its frames only (K = 1,
+N = 0). Versions 2 and 3 (read, no longer written) stored ``<key>.audio.npy`` (the whole track,
+Fortran order) before the frames: ``<key>.video.npy`` (raw) or one ``<key>.fNNNNNN.jpg`` member a
+frame after ``frames.npy``, whose offsets counted from the sample's first byte.
 
 ``videos.npy`` (beside ``index.json``) is a structured array, one row per stored video in
 global order (:data:`TABLE_DTYPE`): what the loader needs to count every video's clips and to
@@ -31,15 +41,23 @@ dtype must be exactly :data:`TABLE_DTYPE`.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .schema import ShardFormatError, decode_npy, encode_npy
+from .clips import audio_sample_at
+from .schema import ShardFormatError, decode_jpeg_frames, decode_npy, encode_npy, parse_label
 
 __all__ = [
     "VIDEOS_TABLE_NAME",
     "FRAMES_MEMBER",
+    "MEDIA_MEMBER",
+    "INTERLEAVED_VERSION",
+    "audio_points",
+    "frame_starts",
+    "split_media",
+    "decode_video_sample",
     "TABLE_DTYPE",
     "video_key",
     "video_frame_member",
@@ -51,6 +69,9 @@ __all__ = [
 
 VIDEOS_TABLE_NAME = "videos.npy"
 FRAMES_MEMBER = "frames.npy"
+MEDIA_MEMBER = "media.bin"
+INTERLEAVED_VERSION = 4
+"""The first index version whose ``videos`` layout samples interleave frames and audio (``media.bin``)."""
 
 TABLE_DTYPE = np.dtype([
     ("video_index", "<i4"),     # the video's index in discovery order (its sample key)
@@ -66,8 +87,8 @@ TABLE_DTYPE = np.dtype([
     ("t_first", "<f8"),         # time of the first audio sample (s)
     ("sample_offset", "<i8"),   # the sample's byte range in its shard
     ("sample_bytes", "<i8"),
-    ("video_at", "<i8"),        # from the sample's first byte: raw frame data, or the jpeg frame table
-    ("audio_at", "<i8"),        # from the sample's first byte: audio data (interleaved float32)
+    ("video_at", "<i8"),        # from the sample's first byte: the jpeg frame table's rows; raw: as audio_at
+    ("audio_at", "<i8"),        # from the sample's first byte: media.bin's data (versions 2-3: the audio's)
     ("audio_samples", "<i8"),   # N
 ])
 """One row per stored video: 92 bytes (9.2 MB for 100,000 videos)."""
@@ -133,3 +154,78 @@ def frame_table(rows: bytes | memoryview, num_frames: int, *, where: str = "") -
                        or not bool(np.all(np.diff(table[:, 0]) > 0))):
         raise ShardFormatError(f"{where}: frame table has negative offsets, empty frames or frames out of order")
     return table
+
+
+def audio_points(num_frames: int, fps: float, sample_rate: int, t_first: float, audio_samples: int) -> np.ndarray:
+    """int64 ``[num_frames + 1]``: ``p[i]``, the audio sample before which frame ``i`` is stored
+    (``p[num_frames]``: where the last frame's audio ends); all 0 without audio. The audio of
+    frames ``s..e`` is ``[p[s], p[e + 1])``, :func:`~clipshards.convert.clips.audio_sample_at`'s
+    arithmetic, so the loader's windows fall on these points exactly."""
+    if not sample_rate:
+        return np.zeros(num_frames + 1, dtype=np.int64)
+    return audio_sample_at(np.arange(num_frames + 1), fps, sample_rate, t_first, audio_samples)
+
+
+def frame_starts(lengths: np.ndarray, points: np.ndarray, channels: int) -> np.ndarray:
+    """int64: where each frame starts in ``media.bin``'s data: the frames before it and the
+    ``points[i]`` audio samples of ``channels`` float32 values before it."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) + 4 * int(channels) * points[: len(lengths)]
+
+
+def split_media(data: bytes | memoryview, lengths: np.ndarray, points: np.ndarray, channels: int,
+                audio_samples: int, *, where: str = "") -> tuple[list[memoryview], np.ndarray]:
+    """``media.bin``'s data cut into each frame's bytes and the whole audio track, float32
+    ``[channels, audio_samples]`` (``[1, 0]`` when there are no samples); checked to be exactly
+    as long as the frames and samples."""
+    view = memoryview(data).cast("B")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    k, n = int(channels), int(audio_samples)
+    if len(view) != int(lengths.sum()) + 4 * k * n:
+        raise ShardFormatError(f"{where}: {MEDIA_MEMBER} is {len(view)} bytes, {len(lengths)} frames of "
+                               f"{int(lengths.sum())} bytes and {n} samples of {k} channels need {int(lengths.sum()) + 4 * k * n}")
+    if len(lengths) and (int(points[0]) < 0 or int(points[len(lengths) - 1]) > n or bool(np.any(np.diff(points) < 0))):
+        raise ShardFormatError(f"{where}: the frames' audio points are out of order or past the track")
+    starts = frame_starts(lengths, points, k)
+    frames = [view[int(a): int(a) + int(b)] for a, b in zip(starts, lengths)]
+    audio = np.empty(4 * k * n, dtype=np.uint8)
+    at, prev = 0, 0
+    for a, b in zip([*starts, len(view)], [*lengths, 0]):  # the audio between the frames, in order
+        audio[at: at + int(a) - prev] = np.frombuffer(view[prev: int(a)], dtype=np.uint8)
+        at += int(a) - prev
+        prev = int(a) + int(b)
+    track = audio.view("<f4").reshape(n, k).T
+    return frames, (np.ascontiguousarray(track, dtype=np.float32) if n else np.empty((1, 0), dtype=np.float32))
+
+
+def decode_video_sample(fields: Mapping[str, bytes | memoryview], *, where: str = "") -> dict[str, Any]:
+    """A whole version-4 sample (``field -> bytes``, its members) decoded, for the tools that
+    look at one (verify, preview): ``{"video": uint8 [n, H, W, 3], "audio": float32 [K, N],
+    "label", "meta"}``, the frames and track cut out of ``media.bin`` by its metadata."""
+    try:
+        label = parse_label(fields["cls"])
+        meta = json.loads(bytes(fields["json"]).decode("utf-8"))
+        n, fps, h, w = int(meta["num_frames"]), float(meta["fps"]), int(meta["height"]), int(meta["width"])
+        rate = int(meta.get("audio_sample_rate") or 0)
+        k, total = (int(meta["audio_channels"]), int(meta["audio_samples"])) if rate else (1, 0)
+        points = audio_points(n, fps, rate, float(meta.get("audio_t_first") or 0.0), total)
+        if FRAMES_MEMBER in fields:
+            table = decode_npy(fields[FRAMES_MEMBER], expect=np.dtype("<i8"))
+            if table.shape != (n, 2) or not np.array_equal(table[:, 0], frame_starts(table[:, 1], points, k)):
+                raise ShardFormatError(f"{FRAMES_MEMBER} does not place {n} frames where their audio puts them")
+            lengths = table[:, 1]
+        else:
+            lengths = np.full(n, h * w * 3, dtype=np.int64)
+        frames, audio = split_media(fields[MEDIA_MEMBER], lengths, points, k, total, where=MEDIA_MEMBER)
+        if FRAMES_MEMBER in fields:
+            video = decode_jpeg_frames(frames) if n else np.empty((0, h, w, 3), dtype=np.uint8)
+        else:
+            video = np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in frames]) if n else \
+                np.empty((0, h, w, 3), dtype=np.uint8)
+    except KeyError as exc:
+        raise ShardFormatError(f"{where}: missing member or metadata {exc.args[0]!r}") from exc
+    except ShardFormatError as exc:
+        raise ShardFormatError(f"{where}: {exc}") from exc
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        raise ShardFormatError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return {"video": video, "audio": audio, "label": label, "meta": meta}
