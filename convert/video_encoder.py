@@ -137,9 +137,9 @@ def _write(out: _SampleOut, e: VideoEntry, info: VideoInfo, track: AudioTrack, f
     key = video_key(e.index)
     out.member(f"{key}.cls", (str(int(e.label)).encode("ascii"),))
     out.member(f"{key}.json", (dumps_json(_meta(e, info, track)),))
-    channels, samples = (track.channels, track.samples) if track.sample_rate and track.channels else (1, 0)
+    channels, samples = (track.channels, track.samples) if track.sample_rate else (1, 0)
     lengths = np.asarray(frames.lengths, dtype=np.int64)
-    points = audio_points(len(lengths), info.fps, track.sample_rate if samples else 0, track.t_first, samples)
+    points = audio_points(len(lengths), info.fps, track.sample_rate, track.t_first, samples)
     starts = frame_starts(lengths, points, channels)
     table_at = None
     if frames.codec == "jpeg":
@@ -149,7 +149,7 @@ def _write(out: _SampleOut, e: VideoEntry, info: VideoInfo, track: AudioTrack, f
     media_at = out.member(f"{key}.{MEDIA_MEMBER}", (), copy=_Interleaved(frames, lengths, audio_tmp, points, channels, samples))
     placement = {
         "video_at": media_at if table_at is None else table_at, "audio_at": media_at, "audio_channels": channels,
-        "audio_samples": samples, "sample_rate": track.sample_rate if samples else 0,
+        "audio_samples": samples, "sample_rate": track.sample_rate,
         "t_first": track.t_first, "audio_partial": int(track.partial),
     }
     return VideoSample(out.pos, placement)

@@ -99,11 +99,12 @@ def _assemble(videos: list[torch.Tensor], audios: list[torch.Tensor], labels: li
         total += math.prod(shape) * itemsize(dtype)
     memory = allocate(total)
     video, audio, label, lengths, channels = (carve(memory, off, shape, dtype) for (shape, dtype), off in zip(layout, offsets))
+    stacked = _stack(videos, video)  # first: reading a deferred clip's video fills the rest of its audio too
     _pad_audio(audios, audio)
     label.numpy()[:] = labels
     lengths.numpy()[:] = [a.shape[1] for a in audios]
     channels.numpy()[:] = [a.shape[0] for a in audios]
-    return ClipBatch(video=_stack(videos, video), audio=audio, label=label, audio_lengths=lengths, audio_channels=channels)
+    return ClipBatch(video=stacked, audio=audio, label=label, audio_lengths=lengths, audio_channels=channels)
 
 
 def _pad_audio(audios: list[torch.Tensor], out: torch.Tensor) -> None:

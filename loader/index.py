@@ -204,6 +204,7 @@ class DatasetIndex:
             raise FileNotFoundError(missing_split(url, split, storage_options)) from None
         where = self.transport.url_of(INDEX_NAME)
         self.layout = check_index_version(head, where=where, layouts=layouts)
+        self.version = int(head["version"])
         # the videos layout: the table of videos beside the index, and how many videos were found
         self.video_table: Optional[dict[str, Any]] = head.get("video_table")
         self.num_videos = int((head.get("counts") or {}).get("videos", 0) or 0)

@@ -428,15 +428,54 @@ def read_video_samples(split_dir: str | os.PathLike) -> list[VideoSampleRead]:
                 firsts.setdefault(key, m.offset)
         for key, members in grouped.items():
             assert int(offsets[len(out), 0]) == firsts[key], key
-            audio = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False)
-            if "video.npy" in members:
-                frames = np.load(io.BytesIO(members["video.npy"]), allow_pickle=False)
-            else:
-                names = sorted(n for n in members if n.startswith("f") and n.endswith(".jpg"))
-                frames = np.stack([np.asarray(Image.open(io.BytesIO(members[n])).convert("RGB")) for n in names])
-            out.append(VideoSampleRead(key, int(members["cls"]), json.loads(members["json"]), frames,
-                                       np.ascontiguousarray(audio), sorted(members)))
+            meta = json.loads(members["json"])
+            if "media.bin" in members:
+                frames, audio = _split_media(members, meta)
+            else:  # index versions 2-3
+                audio = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False)
+                if "video.npy" in members:
+                    frames = np.load(io.BytesIO(members["video.npy"]), allow_pickle=False)
+                else:
+                    names = sorted(n for n in members if n.startswith("f") and n.endswith(".jpg"))
+                    frames = np.stack([np.asarray(Image.open(io.BytesIO(members[n])).convert("RGB")) for n in names])
+            out.append(VideoSampleRead(key, int(members["cls"]), meta, frames, np.ascontiguousarray(audio), sorted(members)))
     return out
+
+
+def ref_audio_point(i: int, fps: float, sr: int, t_first: float, total: int) -> int:
+    """Where the audio of frame ``i`` starts, by rule 10 of the semantics (``floor(x + 0.5)``, in ``[0, total]``)."""
+    return min(total, max(0, math.floor((i / fps - t_first) * sr + 0.5)))
+
+
+def _split_media(members: dict[str, bytes], meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Index version 4: ``media.bin`` is the audio track, float32 ``[N, K]`` rows, with frame
+    ``i`` inserted before sample ``p(i)``; JPEG frames' lengths (and places) in ``frames.npy``."""
+    from PIL import Image
+
+    data, n = members["media.bin"], meta["num_frames"]
+    sr = meta["audio_sample_rate"] or 0
+    k, total = (meta["audio_channels"], meta["audio_samples"]) if sr else (1, 0)
+    points = [ref_audio_point(i, meta["fps"], sr, meta["audio_t_first"], total) if sr else 0 for i in range(n)]
+    if "frames.npy" in members:
+        table = np.load(io.BytesIO(members["frames.npy"]), allow_pickle=False)
+        lengths = [int(x) for x in table[:, 1]]
+    else:
+        lengths = [meta["width"] * meta["height"] * 3] * n
+    frames, audio, pos, done = [], bytearray(), 0, 0
+    for i in range(n):
+        audio += data[pos: pos + 4 * k * (points[i] - done)]
+        pos += 4 * k * (points[i] - done)
+        done = points[i]
+        if "frames.npy" in members:
+            assert int(table[i, 0]) == pos, (i, int(table[i, 0]), pos)
+            frames.append(np.asarray(Image.open(io.BytesIO(data[pos: pos + lengths[i]])).convert("RGB")))
+        else:
+            frames.append(np.frombuffer(data[pos: pos + lengths[i]], dtype=np.uint8).reshape(meta["height"], meta["width"], 3))
+        pos += lengths[i]
+    audio += data[pos:]
+    assert len(audio) == 4 * k * total, (len(audio), k, total)
+    track = np.frombuffer(bytes(audio), dtype="<f4").reshape(total, k).T if total else np.empty((1, 0), dtype=np.float32)
+    return np.stack(frames), track
 
 
 def reference_whole_video(path: str | os.PathLike, *, video_width: int = 0, video_height: int = 0,

@@ -128,7 +128,7 @@ def test_old_shards_keep_their_bytes_and_checksums(trees):
     # a shard whose every clip belonged to the removed video is gone; the others are all kept
     dropped = set(old) - {s["name"] for s in kept}
     assert dropped and not any((trees["appended"] / "train" / n).exists() for n in dropped)
-    assert appended["generation"] == 2 and appended["version"] == 3
+    assert appended["generation"] == 2 and appended["version"] == 4
     files = set(os.listdir(trees["appended"] / "train"))
     listed = {s["name"] for s in appended["shards"]} | {appended["offsets"]["name"], appended["extents"]["name"]}
     assert files == listed | {"index.json", "report.json"}, "nothing left over: old tables, progress, partial files"

@@ -25,6 +25,7 @@ LAYERS = [
     ["collate", "progress", "folds", "video_epochs"],  # batches; where an epoch stands; which clips a fold / an epoch keeps
     ["arguments"],
     ["video_reader"],  # the videos layout: clips cut out of whole videos
+    ["video_locate"],  # where a videos layout clip's frames and audio lie (the table of videos, frame tables)
     ["video_ranges"],  # which bytes a videos layout clip reads (its runs of frames, its audio window), read
     ["reader"],  # clips out of shards
     ["index", "pixels"],  # pixels: raw clips read straight into their batch

@@ -1,14 +1,16 @@
-"""What one clip of a ``videos`` layout output costs to read, counted at the transport: its
-distinct frames and its audio window, nothing else (plus, for JPEG, the video's frame table
-once), for a frame rate below, at and above the source's.
+"""What one clip of a ``videos`` layout output costs to read, counted at the transport: one
+read of its distinct frames and its audio window, nothing else (plus, for JPEG, the video's
+frame table once), for a frame rate at and above the source's; below it, the frames it skips
+are read along where small (JPEG), else each kept frame is a read with its audio (raw).
 
 The frames are 192x144 raw (81 KiB, over the local gap limit, so skipped frames are not read
-along) or small JPEGs (read along with the headers between them). The transport is a real one;
-the test only wraps its read calls to count calls and bytes.
+along) or small JPEGs. The transport is a real one; the test only wraps its read calls to
+count calls and bytes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -53,15 +55,15 @@ def _clips(out: Path, rate) -> list[tuple[int, list[int]]]:
             for w in ref_windows(ref_indices(v["frames"], v["fps"], r), T, S)]
 
 
-def _jpeg_members(out: Path) -> dict[tuple[int, int], tuple[str, int, int]]:
-    """``(video index, frame) -> (shard, first byte, end)`` of every JPEG frame, from the tar headers."""
+def _jpeg_lengths(out: Path) -> dict[int, np.ndarray]:
+    """``video index -> each frame's JPEG length``, from the ``frames.npy`` members (tarfile, np.load)."""
     found = {}
     for shard in sorted((out / "train").glob("*.tar")):
         with tarfile.open(shard) as tar:
             for m in tar.getmembers():
                 key, _, rest = m.name.partition(".")
-                if rest.startswith("f") and rest.endswith(".jpg"):
-                    found[(int(key), int(rest[1:-4]))] = (shard.name, m.offset_data, m.offset_data + m.size)
+                if rest == "frames.npy":
+                    found[int(key)] = np.load(io.BytesIO(tar.extractfile(m).read()), allow_pickle=False)[:, 1]
     return found
 
 
@@ -108,14 +110,13 @@ class Counted:
 
 
 @pytest.mark.parametrize("rate", list(RATES.values()), ids=list(RATES))
-def test_a_local_clip_reads_its_distinct_frames_and_its_audio_window(out, rate):
+def test_a_local_clip_is_one_read_of_its_frames_and_its_audio_window(out, rate):
     jpeg = "jpeg" in out.parent.name
     ds = IndexedKinetics(out, frames_per_clip=T, step_between_clips=S, frame_rate=rate, with_ids=True,
                          output_format="THWC")
     clips = _clips(out, rate)
     assert len(ds) == len(clips) > 0
-    members = _jpeg_members(out) if jpeg else {}
-    num_frames = {v["index"]: v["frames"] for v in json.loads((out / "train" / "index.json").read_bytes())["videos"]}
+    lengths = _jpeg_lengths(out) if jpeg else {}
     counted, seen = Counted(ds.index.transport), set()
     for g, (video, frames) in enumerate(clips):
         v, audio, _, video_idx, _ = ds[g]
@@ -123,16 +124,17 @@ def test_a_local_clip_reads_its_distinct_frames_and_its_audio_window(out, rate):
         assert video_idx == video and v.shape == (T, H, W, 3)
         audio_bytes = 4 * audio.shape[0] * audio.shape[1]
         assert calls["read_buffer"] == 0
-        if jpeg:  # the frames in one run, the headers (and skipped frames, all small) read along
-            first, last = members[(video, min(frames))], members[(video, max(frames))]
-            assert max(end - start for _, start, end in members.values()) < LOCAL_MAX_GAP
-            assert calls["read_into"] == 1 + (audio_bytes > 0), (g, calls)
+        if jpeg:  # one read: the frames from the first to the last (skipped ones are small), their audio
+            assert max(int(n.max()) for n in lengths.values()) < LOCAL_MAX_GAP
+            assert calls["read_into"] == 1, (g, calls)
             assert calls["read_many"] == (video not in seen)  # its frame table, once a video
-            table = 16 * num_frames[video] if video not in seen else 0
-            assert nbytes == last[2] - first[1] + audio_bytes + table, g
-        else:  # each run of consecutive frames one read, straight into the clip: nothing else
-            assert calls["read_into"] == _runs(frames) + (audio_bytes > 0) and calls["read_many"] == 0, (g, calls)
+            table = 16 * len(lengths[video]) if video not in seen else 0
+            assert nbytes == int(lengths[video][min(frames): max(frames) + 1].sum()) + audio_bytes + table, g
+        else:  # consecutive frames: one read; skipped frames of 81 KiB are not read: a read a run
+            assert calls["read_into"] == _runs(frames) and calls["read_many"] == 0, (g, calls)
             assert nbytes == len(set(frames)) * FRAME + audio_bytes, g
+        if rate != 15.0:
+            assert calls["read_into"] + calls["read_many"] - (jpeg and video not in seen) == 1, (g, calls)
         seen.add(video)
     if rate == 15.0 and not jpeg:
         assert all(_runs(f) == T for _, f in clips)  # every second frame: each its own read, none skipped read
@@ -141,9 +143,9 @@ def test_a_local_clip_reads_its_distinct_frames_and_its_audio_window(out, rate):
 
 
 @pytest.mark.parametrize("rate", list(RATES.values()), ids=list(RATES))
-def test_a_remote_clip_is_one_request_for_its_frames_and_one_for_its_audio(out, rate):
-    """Over HTTP the frames of a clip are one request (skipped raw frames of 81 KiB are under the
-    remote gap limit: read along), its audio window another, a batch's requests sent together."""
+def test_a_remote_clip_is_one_request_for_its_frames_and_its_audio(out, rate):
+    """Over HTTP a clip is one request: its frames and their audio (skipped raw frames of 81 KiB
+    are under the remote gap limit: read along), a batch's requests sent together."""
     jpeg = "jpeg" in out.parent.name
     local = IndexedKinetics(out, frames_per_clip=T, step_between_clips=S, frame_rate=rate, output_format="THWC")
     clips = _clips(out, rate)
@@ -162,6 +164,6 @@ def test_a_remote_clip_is_one_request_for_its_frames_and_one_for_its_audio(out, 
             want_v, want_a, _ = local[g]
             assert np.array_equal(v.numpy(), want_v.numpy()) and np.array_equal(audio.numpy(), want_a.numpy()), g
             audio_bytes = 4 * audio.shape[0] * audio.shape[1]
-            assert requests == 1 + (audio_bytes > 0), (g, requests)
+            assert requests == 1, (g, requests)
             if not jpeg:
                 assert nbytes == (max(frames) - min(frames) + 1) * FRAME + audio_bytes, g
