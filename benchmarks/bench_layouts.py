@@ -7,6 +7,9 @@ against the ``clips`` layout, at T = S = ``frames_per_clip``, raw and JPEG.
   the clips layout stores each frame ``T / S`` times: measured at S = T on the whole dataset
   and, for the clips layout at S = 1, on its first video, scaled by the frame count; target:
   the videos layout at <= 1.1x the clips layout at S = T.
+- Reads a clip: ``IndexedKinetics`` over the videos layout at T, S = 1 (consecutive frames),
+  transport calls and bytes counted over clips spread across the dataset; target: one ranged
+  read a clip, of just its frames and its audio window (JPEG: plus each video's frame table, once).
 - Start-up: ``IndexedKinetics`` over a videos layout of 1,000 to 100,000 videos (its table
   replicated from the real conversion), to the first clip; target: < 1 s at 100,000 videos.
 """
@@ -138,6 +141,7 @@ def run(cfg: BenchConfig, root: str) -> Section:
             s.checks.append(Check(f"videos layout reads {codec} clips at >= 85% of the clips layout's rate (num_workers {w})",
                                   f"{100 * ratio:.0f}%", ratio >= 0.85))
     s.raw["stored_bytes"] = _stored_rows(cfg, root, s, stored)
+    s.raw["reads_per_clip"] = {codec: _reads_row(cfg, outs[(codec, "videos")], codec, s) for codec in CODECS}
     s.raw["startup_s"] = _startup_rows(cfg, outs[("raw", "videos")], s)
     s.raw["clips_per_s"] = {f"{c}/{l}/w{w}": st.to_json() for (c, l, w), st in stats.items()}
     s.notes.append(f"Read rates: `StreamingKinetics(out, shuffle=True)` over each layout (the videos layout with its recorded "
@@ -182,3 +186,46 @@ def _startup_rows(cfg: BenchConfig, src: str, s: Section) -> dict[str, Any]:
     s.checks.append(Check(f"videos layout start-up < 1 s at {biggest:,} videos", times[biggest].fmt(),
                           times[biggest].median < 1.0))
     return {str(n): t.to_json() for n, t in times.items()}
+
+
+READS_CLIPS = 400
+
+
+def _reads_row(cfg: BenchConfig, out: str, codec: str, s: Section) -> dict[str, Any]:
+    """Transport calls and bytes of :data:`READS_CLIPS` clips of T frames at S = 1, spread over the
+    videos layout ``out``: ranged reads a clip, and bytes read against the clip's own (its
+    frames' stored bytes and its audio window's)."""
+    from clipshards.loader import IndexedKinetics
+
+    ds = IndexedKinetics(out, "train", frames_per_clip=cfg.frames_per_clip, step_between_clips=1, frame_rate="source")
+    calls = {"read_into": [0, 0], "read_many": [0, 0]}
+    transport = ds.index.transport
+    for name in calls:
+        real = getattr(transport, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            got = _real(*args, **kwargs)
+            calls[_name][0] += 1
+            calls[_name][1] += got if isinstance(got, int) else sum(len(b) for b in got)
+            return got
+        setattr(transport, name, counted)
+    picks = np.unique(np.linspace(0, len(ds) - 1, min(READS_CLIPS, len(ds))).astype(np.int64))
+    own = 0
+    locator = ds._videos.locator  # the clips' own bytes, as the plan locates them
+    for g in picks.tolist():
+        ds[g]
+        span = ds._videos.clips.span(g)
+        cb = locator.plan(span, g).bytes
+        own += cb.frame_bytes + cb.audio_bytes
+    n = len(picks)
+    reads, read_bytes = calls["read_into"]
+    tables, table_bytes = calls["read_many"]
+    per_clip = reads / n
+    s.notes.append(f"Reads a clip, {codec}: {n} clips of {cfg.frames_per_clip} frames at S = 1 over the videos layout: "
+                   f"{reads} ranged reads ({per_clip:.2f} a clip), {read_bytes / 1e6:,.1f} MB read for {own / 1e6:,.1f} MB "
+                   f"of the clips' frames and audio ({read_bytes / own:.3f}x)"
+                   + (f"; {tables} frame-table reads of {table_bytes / 1e3:,.0f} KB (once a video)" if tables else "") + ".")
+    s.checks.append(Check(f"a videos layout {codec} clip (S = 1) is one ranged read of its frames and audio",
+                          f"{per_clip:.2f} reads, {read_bytes / own:.3f}x its bytes", per_clip == 1.0 and read_bytes == own))
+    return {"clips": n, "reads": reads, "bytes": read_bytes, "clip_bytes": own, "frame_tables": tables,
+            "frame_table_bytes": table_bytes}

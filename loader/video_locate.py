@@ -101,6 +101,7 @@ class ClipLocator:
         return {**self.__dict__, "_frame_tables": OrderedDict()}
 
     def shard(self, row: int) -> str:
+        """The shard file holding table row ``row``'s sample."""
         return self.index.files[int(self.table["shard"][row])].name
 
     def plan(self, s: ClipSpan, g: int) -> ClipRead:
@@ -197,7 +198,8 @@ class ClipLocator:
             raise ShardFormatError(f"{where}: a frame is not where the frames and audio before it end")
         if int(r["audio_at"]) + int(ft[:, 1].sum()) + 4 * k * int(r["audio_samples"]) > int(r["sample_bytes"]):
             raise ShardFormatError(f"{where}: the frames and audio run past the sample's {int(r['sample_bytes'])} bytes")
+
     def error(self, g: int, s: ClipSpan, field: Optional[str], reason: str) -> ShardReadError:
+        """A failed read of clip ``g`` of ``s``'s video, naming its shard and the sample's key (and ``field``)."""
         key = video_key(int(self.table["video_index"][s.row]))
         return ShardReadError(self.index.transport.url_of(self.shard(s.row)), g, f"{key}.{field}" if field else key, reason)
-

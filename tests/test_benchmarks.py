@@ -57,6 +57,8 @@ def test_quick_run_writes_table_chart_and_json(tmp_path):
     checks = [c for s in results["sections"].values() for c in s["checks"]]
     assert all(c["met"] in (True, False) for c in checks)
     assert any("first batch" in c["target"] for c in checks)
+    reads = [c for c in checks if "one ranged read of its frames and audio" in c["target"]]  # counted, not timed
+    assert len(reads) == 2 and all(c["met"] for c in reads), reads
     # the harness cleans up after its converter runs and keeps its cache under --work only
     assert not (work / "convert_bench_out").exists()
     assert (work / "dataset" / "train").is_dir()

@@ -453,7 +453,7 @@ def _index_edits(c: Case, index: dict) -> str:
         ("max_frame larger", lambda: index["max_frame"].update(width=4 * index["max_frame"]["width"])),
         ("no max_frame", lambda: index.pop("max_frame")),
         ("version 1", lambda: index.update(version=1)),
-        ("version 4", lambda: index.update(version=4)),
+        ("version 5", lambda: index.update(version=5)),
         ("layout videos", lambda: index.update(layout="videos")),
         ("codec swapped", lambda: index["options"].update(codec="jpeg" if c.base.codec == "raw" else "raw")),
         ("format", lambda: index.update(format="webdataset")),

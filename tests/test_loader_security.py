@@ -105,7 +105,7 @@ def test_members_of_other_samples_in_a_clip_range_are_refused(converted, tmp_pat
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"version": 4}, "index format version 4 is not supported"),
+    ({"version": 5}, "index format version 5 is not supported"),
     ({"format": "webdataset"}, "not a clipshards index"),
 ])
 def test_unknown_index_format_is_a_clear_error(converted, tmp_path, change, message):

@@ -173,9 +173,9 @@ def test_members_outside_the_schema_are_never_unpickled(converted, tmp_path):  #
 def test_index_of_another_version_is_refused(converted, tmp_path):  # noqa: F811
     bad = copy_out(converted[1], tmp_path / "version")
     index = read_index(bad / "train")
-    index["version"] = 4
+    index["version"] = 5
     write_index(bad / "train", index)
-    with pytest.raises(ShardFormatError, match="index format version 4"):
+    with pytest.raises(ShardFormatError, match="index format version 5"):
         webdataset_pipeline(bad)
 
 
