@@ -157,12 +157,13 @@ def _plan_video(plan: Plan, p: Probe, options: ConvertOptions) -> None:
     """Add one readable video to both layouts' estimates."""
     T, S = options.frames_per_clip, options.step_between_clips
     w, h = target_size(p.width or 1, p.height or 1, options.video_width, options.video_height, options.video_min_dimension)
-    per_frame = w * h * 3 if options.codec == "raw" else jpeg_bytes_per_pixel(options.jpeg_quality) * w * h + TAR_HEADER
+    pixels = w * h * 3 if options.codec == "raw" else jpeg_bytes_per_pixel(options.jpeg_quality) * w * h
+    per_frame = pixels if options.codec == "raw" else pixels + TAR_HEADER  # the clips layout: a member a JPEG frame
     rate = options.audio_samples or p.sample_rate
     channels = options.audio_channels or p.channels
     audio_per_second = 4 * channels * rate if p.audio_stream is not None else 0
     plan.frames_source += p.packets
-    plan.bytes_videos += int(p.packets * per_frame + audio_per_second * p.packets / p.fps + SAMPLE_OVERHEAD
+    plan.bytes_videos += int(p.packets * pixels + audio_per_second * p.packets / p.fps + SAMPLE_OVERHEAD
                              + (16 * p.packets if options.codec == "jpeg" else 0))
     entries = selected_count(p.packets, p.fps, options.frame_rate)
     clips = clip_count(entries, T, S)
