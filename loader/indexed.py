@@ -44,8 +44,9 @@ class IndexedKinetics(ClassesFromIndex, Dataset):
     ``clips_per_video`` and :meth:`get_clip_location` are what torchvision's clip samplers use
     (:mod:`clipshards.loader.samplers` takes this dataset).
 
-    Each item is one ranged read of the clip's bytes (located with ``offsets.npy``), so any
-    sampler, ``Subset`` or ``DistributedSampler`` works. ``url`` is the converter's OUT (a
+    Each item is one ranged read of the clip's bytes (located with ``offsets.npy``; in a
+    ``videos`` layout output, its frames and audio window located with the table of videos, one
+    range when its frames are consecutive), so any sampler, ``Subset`` or ``DistributedSampler`` works. ``url`` is the converter's OUT (a
     local path or an fsspec URL, with ``storage_options``; ``transport`` sets retries,
     read-ahead and the local cache for remote reads, see :class:`TransportOptions`).
     """
