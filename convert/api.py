@@ -35,9 +35,8 @@ from .plan import Plan, growth_problem, make_plan, probe_entry, probe_entry_head
 from .report import ConvertReport, VideoRecord
 from .resume import PROGRESS_DIR, DoneMarkers
 from .schema import INDEX_NAME, LAYOUT_CLIPS, LAYOUT_VIDEOS, OFFSETS_NAME, REPORT_NAME, dumps_json, shard_name
-from .video_sample import INTERLEAVED_VERSION
 from .spool import SPOOL_DIR, Spool, remove_orphan_spools
-from .video_sample import VIDEOS_TABLE_NAME
+from .video_sample import INTERLEAVED_VERSION, VIDEOS_TABLE_NAME
 from .units import human_bytes
 from .storage import Location, StorageError, reach, redact
 from .worker import VideoResult, VideoTask, convert_video

@@ -144,7 +144,7 @@ def _write(out: _SampleOut, e: VideoEntry, info: VideoInfo, track: AudioTrack, f
     table_at = None
     if frames.codec == "jpeg":
         header = npy_header_for((len(lengths), 2), np.dtype("<i8"))
-        rows = np.stack([starts, lengths], axis=1).astype("<i8") if len(lengths) else np.zeros((0, 2), dtype="<i8")
+        rows = np.stack([starts, lengths], axis=1).astype("<i8")
         table_at = out.member(f"{key}.{FRAMES_MEMBER}", (header, rows.tobytes())) - 16 * len(lengths)  # after the parts
     media_at = out.member(f"{key}.{MEDIA_MEMBER}", (), copy=_Interleaved(frames, lengths, audio_tmp, points, channels, samples))
     placement = {

@@ -55,6 +55,7 @@ __all__ = [
     "MEDIA_MEMBER",
     "INTERLEAVED_VERSION",
     "audio_points",
+    "frame_points",
     "frame_starts",
     "split_media",
     "decode_video_sample",
@@ -161,40 +162,41 @@ def audio_points(num_frames: int, fps: float, sample_rate: int, t_first: float, 
     (``p[num_frames]``: where the last frame's audio ends); all 0 without audio. The audio of
     frames ``s..e`` is ``[p[s], p[e + 1])``, :func:`~clipshards.convert.clips.audio_sample_at`'s
     arithmetic, so the loader's windows fall on these points exactly."""
+    return frame_points(np.arange(num_frames + 1), fps, sample_rate, t_first, audio_samples)
+
+
+def frame_points(frames: np.ndarray, fps: float, sample_rate: int, t_first: float, audio_samples: int) -> np.ndarray:
+    """:func:`audio_points` of the given frames only (what a clip needs)."""
     if not sample_rate:
-        return np.zeros(num_frames + 1, dtype=np.int64)
-    return audio_sample_at(np.arange(num_frames + 1), fps, sample_rate, t_first, audio_samples)
+        return np.zeros(len(frames), dtype=np.int64)
+    return audio_sample_at(frames, fps, sample_rate, t_first, audio_samples)
 
 
 def frame_starts(lengths: np.ndarray, points: np.ndarray, channels: int) -> np.ndarray:
-    """int64: where each frame starts in ``media.bin``'s data: the frames before it and the
-    ``points[i]`` audio samples of ``channels`` float32 values before it."""
+    """int64: where each frame starts in ``media.bin``'s data: after the frames before it and
+    the ``points[i]`` audio samples of ``channels`` float32 values before it."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) + 4 * int(channels) * points[: len(lengths)]
+    return np.cumsum(lengths) - lengths + 4 * int(channels) * points[: len(lengths)]
 
 
 def split_media(data: bytes | memoryview, lengths: np.ndarray, points: np.ndarray, channels: int,
-                audio_samples: int, *, where: str = "") -> tuple[list[memoryview], np.ndarray]:
+                audio_samples: int) -> tuple[list[memoryview], np.ndarray]:
     """``media.bin``'s data cut into each frame's bytes and the whole audio track, float32
     ``[channels, audio_samples]`` (``[1, 0]`` when there are no samples); checked to be exactly
-    as long as the frames and samples."""
+    as long as the frames and samples, with ``points`` (:func:`audio_points`) in order."""
     view = memoryview(data).cast("B")
     lengths = np.asarray(lengths, dtype=np.int64)
-    k, n = int(channels), int(audio_samples)
-    if len(view) != int(lengths.sum()) + 4 * k * n:
-        raise ShardFormatError(f"{where}: {MEDIA_MEMBER} is {len(view)} bytes, {len(lengths)} frames of "
-                               f"{int(lengths.sum())} bytes and {n} samples of {k} channels need {int(lengths.sum()) + 4 * k * n}")
-    if len(lengths) and (int(points[0]) < 0 or int(points[len(lengths) - 1]) > n or bool(np.any(np.diff(points) < 0))):
-        raise ShardFormatError(f"{where}: the frames' audio points are out of order or past the track")
-    starts = frame_starts(lengths, points, k)
-    frames = [view[int(a): int(a) + int(b)] for a, b in zip(starts, lengths)]
-    audio = np.empty(4 * k * n, dtype=np.uint8)
-    at, prev = 0, 0
-    for a, b in zip([*starts, len(view)], [*lengths, 0]):  # the audio between the frames, in order
-        audio[at: at + int(a) - prev] = np.frombuffer(view[prev: int(a)], dtype=np.uint8)
-        at += int(a) - prev
-        prev = int(a) + int(b)
-    track = audio.view("<f4").reshape(n, k).T
+    k, n, size = int(channels), int(audio_samples), int(lengths.sum()) + 4 * int(channels) * int(audio_samples)
+    if len(view) != size:
+        raise ShardFormatError(f"{MEDIA_MEMBER} is {len(view)} bytes, {len(lengths)} frames of "
+                               f"{int(lengths.sum())} bytes and {n} samples of {k} channels need {size}")
+    if len(points) != len(lengths) + 1 or int(points[0]) < 0 or int(points[-1]) > n or bool(np.any(np.diff(points) < 0)):
+        raise ShardFormatError("the frames' audio points are out of order or past the track")
+    starts = frame_starts(lengths, points, k).tolist()
+    frames = [view[a: a + b] for a, b in zip(starts, lengths.tolist())]
+    ends = [0, *(a + b for a, b in zip(starts, lengths.tolist()))]  # the audio lies between the frames
+    audio = b"".join(view[a: b] for a, b in zip(ends, [*starts, len(view)]))
+    track = np.frombuffer(audio, dtype="<f4").reshape(n, k).T
     return frames, (np.ascontiguousarray(track, dtype=np.float32) if n else np.empty((1, 0), dtype=np.float32))
 
 
@@ -216,7 +218,7 @@ def decode_video_sample(fields: Mapping[str, bytes | memoryview], *, where: str 
             lengths = table[:, 1]
         else:
             lengths = np.full(n, h * w * 3, dtype=np.int64)
-        frames, audio = split_media(fields[MEDIA_MEMBER], lengths, points, k, total, where=MEDIA_MEMBER)
+        frames, audio = split_media(fields[MEDIA_MEMBER], lengths, points, k, total)
         if FRAMES_MEMBER in fields:
             video = decode_jpeg_frames(frames) if n else np.empty((0, h, w, 3), dtype=np.uint8)
         else:

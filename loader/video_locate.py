@@ -17,7 +17,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from clipshards.convert.clips import audio_sample_at
 from clipshards.convert.schema import ShardFormatError, checksum_of, entry_checksum
 from clipshards.convert.video_sample import (
     FRAMES_MEMBER,
@@ -25,6 +24,7 @@ from clipshards.convert.video_sample import (
     TABLE_DTYPE,
     VIDEOS_TABLE_NAME,
     audio_points,
+    frame_points,
     frame_starts,
     frame_table,
     read_table,
@@ -123,8 +123,7 @@ class ClipLocator:
         first, last = int(s.frames[0]), int(s.frames[-1])
         k, media = r["audio_channels"], r["audio_at"]
         span = np.arange(first, last + 2)
-        p = (audio_sample_at(span, r["fps"], r["sample_rate"], r["t_first"], r["audio_samples"]) if r["sample_rate"]
-             else np.zeros(len(span), dtype=np.int64))
+        p = frame_points(span, r["fps"], r["sample_rate"], r["t_first"], r["audio_samples"])
         if self.jpeg:
             ft = self._frame_tables[s.row]
 

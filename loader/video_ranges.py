@@ -98,11 +98,6 @@ class ClipBytes:
         is_frame = self.kinds == FRAME
         return self.ends[is_frame] - self.starts[is_frame]
 
-    @property
-    def bytes_read(self) -> int:
-        """What the reads of the clip fetch: its runs (its pieces, and the gaps read along)."""
-        return sum(b - a for a, b in map(self.run_range, range(len(self.runs))))
-
 
 def clip_bytes(frames: np.ndarray, locate: Locate, audio: Optional[Ranges], max_gap: int) -> ClipBytes:
     """The :class:`ClipBytes` of a clip of source ``frames`` (clip order, nondecreasing), whose

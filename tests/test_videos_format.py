@@ -76,6 +76,8 @@ def test_a_media_member_of_the_wrong_size_is_refused():
     points = audio_points(3, 30.0, 8000, 0.0, 1000)
     with pytest.raises(ShardFormatError, match="media.bin is 9 bytes, 3 frames of 12 bytes and 1000 samples"):
         split_media(b"x" * 9, np.array([4, 4, 4]), points, 1, 1000)
+    with pytest.raises(ShardFormatError, match="audio points are out of order"):  # a point past the track
+        split_media(b"x" * (12 + 4 * 10), np.array([4, 4, 4]), np.array([0, 5, 11, 10]), 1, 10)
 
 
 @pytest.fixture(scope="module")
